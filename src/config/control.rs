@@ -1,0 +1,270 @@
+//! qmail control files: how they are read (single values, numbers, lists)
+//! and the validated [`Control`] values the session uses.
+
+use super::cdb::Cdb;
+use super::ConfigError;
+use crate::queue::QueueSetting;
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default `timeoutsmtpd`, seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 1200;
+/// Default per-plugin deadline, seconds (`control/plugintimeout`).
+pub const DEFAULT_PLUGIN_TIMEOUT_SECS: u64 = 30;
+
+/// Reads a file; `Ok(None)` when it does not exist.
+pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, ConfigError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ConfigError::io(path, &e)),
+    }
+}
+
+/// The first line of a single-value file with trailing spaces and tabs
+/// removed (a trailing CR is kept, as in qmail).
+pub fn first_line(content: &[u8]) -> Vec<u8> {
+    let line = content.split(|&b| b == b'\n').next().unwrap_or(b"");
+    trim_trailing_blanks(line).to_vec()
+}
+
+/// Removes trailing spaces and tabs.
+pub fn trim_trailing_blanks(mut s: &[u8]) -> &[u8] {
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Leading decimal digits of the first line, or `None` if it does not
+/// start with a digit. Saturates instead of overflowing.
+pub fn leading_number(content: &[u8]) -> Option<u64> {
+    let digits: Vec<u8> = content
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
+    if digits.is_empty() {
+        return None;
+    }
+    Some(digits.iter().fold(0u64, |n, &d| {
+        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    }))
+}
+
+/// The entries of a list file with their 1-based line numbers: trailing
+/// blanks removed, empty lines and lines starting with `#` skipped,
+/// leading blanks kept.
+pub fn list_entries(content: &[u8]) -> Vec<(usize, Vec<u8>)> {
+    content
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let line = trim_trailing_blanks(line);
+            (!line.is_empty() && line[0] != b'#').then(|| (i + 1, line.to_vec()))
+        })
+        .collect()
+}
+
+/// The domains we accept mail for.
+#[derive(Debug)]
+pub struct RcptHosts {
+    /// Entries of `control/rcpthosts`, lower-cased.
+    pub hosts: HashSet<Vec<u8>>,
+    /// `control/morercpthosts.cdb`, if it exists.
+    pub more: Option<Cdb>,
+    /// Path of the cdb, for error messages.
+    pub more_path: PathBuf,
+}
+
+impl RcptHosts {
+    /// Whether mail for `host` (already lower-cased) is accepted: the whole
+    /// host or any suffix starting at a `.` is listed.
+    pub fn allows(&self, host: &[u8]) -> bool {
+        (0..host.len().max(1))
+            .filter(|&j| j == 0 || host[j] == b'.')
+            .any(|j| {
+                let key = &host[j..];
+                self.hosts.contains(key)
+                    || self.more.as_ref().is_some_and(|cdb| match cdb.contains(key) {
+                        Ok(found) => found,
+                        Err(e) => {
+                            tracing::error!(file = %self.more_path.display(), error = %e, "cdb lookup failed");
+                            false
+                        }
+                    })
+            })
+    }
+}
+
+/// Values read from `control/*` once per snapshot.
+#[derive(Debug)]
+pub struct Control {
+    /// `control/me`.
+    pub me: Option<Vec<u8>>,
+    /// `control/smtpgreeting`, else `me`.
+    pub greeting: Vec<u8>,
+    /// `control/localiphost`, else `me`; replaces local `[ip]` literals.
+    pub localiphost: Option<Vec<u8>>,
+    /// `control/timeoutsmtpd`: each read/write on the client connection.
+    pub timeout: Duration,
+    /// `control/rcpthosts` (+ cdb); `None`: every recipient allowed.
+    pub rcpthosts: Option<RcptHosts>,
+    /// `control/badmailfrom`, lower-cased entries.
+    pub badmailfrom: HashSet<Vec<u8>>,
+    /// `control/databytes`; 0 = unlimited (`DATABYTES` overrides per session).
+    pub databytes: u64,
+    /// `control/plugintimeout`: deadline for one plugin run.
+    pub plugin_timeout: Duration,
+    /// `control/queue`: the queue backend, if the file exists.
+    pub queue: Option<QueueSetting>,
+}
+
+impl Control {
+    /// Reads every control file under `home/control`, in qmail's order.
+    pub fn load(home: &Path) -> Result<Control, ConfigError> {
+        let c = home.join("control");
+        let single = |name: &str| -> Result<Option<Vec<u8>>, ConfigError> {
+            Ok(read_optional(&c.join(name))?.map(|b| first_line(&b)))
+        };
+        let me = single("me")?;
+        let greeting = match single("smtpgreeting")?.or_else(|| me.clone()) {
+            Some(g) => g,
+            None => {
+                return Err(ConfigError::at(
+                    &c.join("me"),
+                    None,
+                    "no greeting: neither control/smtpgreeting nor control/me exists",
+                ))
+            }
+        };
+        let localiphost = single("localiphost")?.or_else(|| me.clone());
+        let number = |name: &str, default: u64| -> Result<u64, ConfigError> {
+            Ok(read_optional(&c.join(name))?
+                .and_then(|b| leading_number(&b))
+                .unwrap_or(default))
+        };
+        let timeout = Duration::from_secs(number("timeoutsmtpd", DEFAULT_TIMEOUT_SECS)?.max(1));
+        let rcpthosts = match read_optional(&c.join("rcpthosts"))? {
+            None => None,
+            Some(b) => {
+                let more_path = c.join("morercpthosts.cdb");
+                let more = match Cdb::open(&more_path) {
+                    Ok(cdb) => Some(cdb),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(ConfigError::io(&more_path, &e)),
+                };
+                Some(RcptHosts {
+                    hosts: list_entries(&b)
+                        .into_iter()
+                        .map(|(_, e)| e.to_ascii_lowercase())
+                        .collect(),
+                    more,
+                    more_path,
+                })
+            }
+        };
+        let badmailfrom = read_optional(&c.join("badmailfrom"))?
+            .map(|b| {
+                list_entries(&b)
+                    .into_iter()
+                    .map(|(_, e)| e.to_ascii_lowercase())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let databytes = number("databytes", 0)?;
+        let plugin_timeout =
+            Duration::from_secs(number("plugintimeout", DEFAULT_PLUGIN_TIMEOUT_SECS)?.max(1));
+        let queue = match single("queue")? {
+            None => None,
+            Some(line) => Some(
+                QueueSetting::parse(&line)
+                    .map_err(|m| ConfigError::at(&c.join("queue"), Some(1), m))?,
+            ),
+        };
+        Ok(Control {
+            me,
+            greeting,
+            localiphost,
+            timeout,
+            rcpthosts,
+            badmailfrom,
+            databytes,
+            plugin_timeout,
+            queue,
+        })
+    }
+
+    /// Whether `addr` is in badmailfrom (whole address or `@domain`).
+    pub fn is_bad_sender(&self, addr: &[u8]) -> bool {
+        if self.badmailfrom.is_empty() {
+            return false;
+        }
+        let lower = addr.to_ascii_lowercase();
+        if self.badmailfrom.contains(&lower) {
+            return true;
+        }
+        match lower.iter().rposition(|&b| b == b'@') {
+            Some(i) => self.badmailfrom.contains(&lower[i..]),
+            None => false,
+        }
+    }
+
+    /// Whether rcpthosts allows `addr` (no `@`, or no rcpthosts file: yes).
+    pub fn rcpt_allowed(&self, addr: &[u8]) -> bool {
+        let Some(rh) = &self.rcpthosts else {
+            return true;
+        };
+        match crate::protocol::address::host_of(addr) {
+            None => true,
+            Some(host) => rh.allows(&host.to_ascii_lowercase()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_rules() {
+        let e = list_entries(b"a\n\n# c\n  lead\ntrail \t\n#x\nlast");
+        let got: Vec<(usize, &[u8])> = e.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+        assert_eq!(
+            got,
+            vec![(1, &b"a"[..]), (4, b"  lead"), (5, b"trail"), (7, b"last")]
+        );
+        assert_eq!(list_entries(b"x\r\n"), vec![(1, b"x\r".to_vec())]);
+    }
+
+    #[test]
+    fn numbers_and_first_lines() {
+        assert_eq!(leading_number(b"123abc"), Some(123));
+        assert_eq!(leading_number(b" 5"), None);
+        assert_eq!(leading_number(b"-5"), None);
+        assert_eq!(leading_number(b"99999999999999999999999"), Some(u64::MAX));
+        assert_eq!(first_line(b"mx.test \t\nsecond"), b"mx.test");
+        assert_eq!(first_line(b"mx.test\r\n"), b"mx.test\r");
+    }
+
+    fn hosts(entries: &[&str]) -> RcptHosts {
+        RcptHosts {
+            hosts: entries.iter().map(|e| e.as_bytes().to_vec()).collect(),
+            more: None,
+            more_path: PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn rcpthosts_suffix_rule() {
+        let rh = hosts(&["ref.test", ".sub.ref.test"]);
+        assert!(rh.allows(b"ref.test"));
+        assert!(!rh.allows(b"x.ref.test"));
+        assert!(rh.allows(b"a.sub.ref.test"));
+        assert!(rh.allows(b"x.a.sub.ref.test"));
+        assert!(!rh.allows(b"sub.ref.test"));
+        assert!(!rh.allows(b""));
+    }
+}

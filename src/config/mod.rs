@@ -1,0 +1,112 @@
+//! Configuration: qmail control files and `smtpplugins`, read into an
+//! immutable [`Config`] snapshot that sessions share. Loading is in two
+//! stages (raw file → validated values), and every problem names its file
+//! and line.
+
+pub mod cdb;
+pub mod check;
+pub mod control;
+pub mod plugins;
+
+use crate::net::localip::LocalIps;
+use control::Control;
+use plugins::PluginTable;
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A configuration problem, with the file (and line, when known) at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file at fault.
+    pub file: PathBuf,
+    /// 1-based line, when the problem is on one line.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// A problem at `file`:`line`.
+    pub fn at(file: &Path, line: Option<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: file.to_path_buf(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    /// An I/O error reading `file`.
+    pub fn io(file: &Path, e: &std::io::Error) -> ConfigError {
+        ConfigError::at(file, None, format!("cannot read: {e}"))
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}", self.file.display(), l, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Everything a session needs that comes from files, read once.
+#[derive(Debug)]
+pub struct Config {
+    /// The home directory (absolute): cwd of children, root of relative paths.
+    pub home: PathBuf,
+    /// Values of `control/*`.
+    pub control: Control,
+    /// `control/smtpplugins`, or why it could not be read (only fatal for
+    /// sessions that do not set `NOSPP` or `SPPCONFFILE`).
+    pub default_plugins: Result<Arc<PluginTable>, ConfigError>,
+    /// This host's addresses, for `[ip]` literals.
+    pub local_ips: LocalIps,
+}
+
+impl Config {
+    /// Reads the control files and the default plugin table under `home`.
+    pub fn load(home: &Path) -> Result<Config, ConfigError> {
+        let home = std::path::absolute(home).map_err(|e| ConfigError::io(home, &e))?;
+        let control = Control::load(&home)?;
+        let default_plugins =
+            load_plugin_table(&home, &home.join("control/smtpplugins")).map(Arc::new);
+        let local_ips = LocalIps::enumerate()
+            .map_err(|e| ConfigError::at(Path::new("getifaddrs"), None, e.to_string()))?;
+        Ok(Config {
+            home,
+            control,
+            default_plugins,
+            local_ips,
+        })
+    }
+
+    /// The plugin table for a session: `None` when `NOSPP` is set, the file
+    /// named by a non-empty `SPPCONFFILE`, else `control/smtpplugins`.
+    pub fn plugins_for(
+        &self,
+        nospp: bool,
+        sppconffile: Option<&[u8]>,
+    ) -> Result<Option<Arc<PluginTable>>, ConfigError> {
+        if nospp {
+            return Ok(None);
+        }
+        match sppconffile {
+            Some(f) if !f.is_empty() => {
+                let p = self.home.join(std::ffi::OsStr::from_bytes(f));
+                load_plugin_table(&self.home, &p).map(|t| Some(Arc::new(t)))
+            }
+            _ => self.default_plugins.clone().map(Some),
+        }
+    }
+}
+
+/// Reads and parses one smtpplugins file; it must exist.
+pub fn load_plugin_table(home: &Path, path: &Path) -> Result<PluginTable, ConfigError> {
+    let content = std::fs::read(path).map_err(|e| ConfigError::io(path, &e))?;
+    Ok(PluginTable::parse(&content, home, path.to_path_buf()).0)
+}

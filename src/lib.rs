@@ -1,0 +1,24 @@
+//! spp-smtpd: an SMTP server whose policy lives in small external programs
+//! (the qmail-spp plugin protocol).
+//!
+//! Architecture map:
+//! - [`protocol`]: pure SMTP pieces (command lines, addresses, DATA decoding,
+//!   Received: line, replies). No I/O.
+//! - [`config`]: qmail control files and `smtpplugins` → an immutable
+//!   [`config::Config`] snapshot; `check` diagnostics with file:line.
+//! - [`plugin`]: running one plugin (spawn, environment, timeout, output
+//!   limits) and parsing its directives.
+//! - [`session`]: the SMTP state machine, generic over the byte stream; it
+//!   runs hooks and hands accepted mail to the queue.
+//! - [`queue`]: the qmail-queue program interface and the embedded Maildir.
+//! - [`net`]: the transports — `stdio` (tcpserver/inetd) and the `serve`
+//!   daemon — and local address enumeration.
+//! - [`logging`]: the log subscriber (stderr, multilog-friendly).
+
+pub mod config;
+pub mod logging;
+pub mod net;
+pub mod plugin;
+pub mod protocol;
+pub mod queue;
+pub mod session;

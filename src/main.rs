@@ -1,0 +1,59 @@
+//! Command line: pick the mode, run it, map the result to an exit status.
+
+use clap::{Parser, Subcommand};
+use spp_smtpd::{config, logging, net};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// An SMTP server whose policy lives in small external programs
+/// (qmail-spp compatible).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The home directory: control/ files, relative plugin paths and
+    /// bin/qmail-queue are under it, and plugins run in it.
+    #[arg(long, env = "SPP_HOME", default_value = ".", global = true)]
+    home: PathBuf,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// One SMTP session on stdin/stdout (tcpserver, inetd, systemd Accept=yes).
+    Stdio,
+    /// The daemon: listen and serve many sessions.
+    Serve {
+        /// Address to listen on (repeatable).
+        #[arg(long = "listen", default_value = net::daemon::DEFAULT_LISTEN)]
+        listen: Vec<SocketAddr>,
+    },
+    /// Validate control files and plugins; print file:line problems.
+    Check {
+        /// Check this plugin file instead of control/smtpplugins.
+        #[arg(long)]
+        plugins: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    logging::init();
+    let code = match cli.mode {
+        Mode::Stdio => net::stdio::run(&cli.home),
+        Mode::Serve { listen } => net::daemon::run(&cli.home, &listen),
+        Mode::Check { plugins } => {
+            let problems = config::check::check(&cli.home, plugins.as_deref());
+            for p in &problems {
+                println!("{p}");
+            }
+            if problems.is_empty() {
+                println!("ok: no problems found under {}", cli.home.display());
+                0
+            } else {
+                1
+            }
+        }
+    };
+    std::process::exit(code);
+}

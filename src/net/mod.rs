@@ -1,0 +1,6 @@
+//! Transports: [`stdio`] (one session on stdin/stdout, under tcpserver or
+//! inetd) and [`daemon`] (the `serve` listener), plus [`localip`].
+
+pub mod daemon;
+pub mod localip;
+pub mod stdio;

@@ -1,0 +1,155 @@
+//! Envelope address parsing for MAIL and RCPT, with qmail's rules: take
+//! what is inside `<...>` (or the word after `:`), drop a source route,
+//! remove quoting, and map `[ip]` literals naming this host to
+//! `localiphost`.
+
+use std::net::Ipv4Addr;
+
+/// The longest address accepted, in bytes; longer ones get `555`.
+pub const MAX_ADDRESS_LEN: usize = 899;
+
+/// Parses the argument of MAIL or RCPT into an address.
+///
+/// `local_ip` answers whether an IPv4 address belongs to this host and
+/// `localiphost` is the name that replaces such a literal (`None`: no
+/// replacement). Returns `None` when the address is too long.
+pub fn parse(
+    arg: &[u8],
+    local_ip: impl Fn(Ipv4Addr) -> bool,
+    localiphost: Option<&[u8]>,
+) -> Option<Vec<u8>> {
+    let (mut rest, terminator) = match arg.iter().position(|&b| b == b'<') {
+        Some(i) => (&arg[i + 1..], b'>'),
+        None => {
+            let mut r = match arg.iter().position(|&b| b == b':') {
+                Some(i) => &arg[i + 1..],
+                None => arg,
+            };
+            while let [b' ', tail @ ..] = r {
+                r = tail;
+            }
+            (r, b' ')
+        }
+    };
+    if rest.first() == Some(&b'@') {
+        rest = match rest.iter().position(|&b| b == b':') {
+            Some(i) => &rest[i + 1..],
+            None => &[],
+        };
+    }
+    let mut addr = Vec::with_capacity(rest.len().min(MAX_ADDRESS_LEN + 1));
+    let (mut escaped, mut quoted) = (false, false);
+    for &ch in rest {
+        if escaped {
+            addr.push(ch);
+            escaped = false;
+        } else if !quoted && ch == terminator {
+            break;
+        } else {
+            match ch {
+                b'\\' => escaped = true,
+                b'"' => quoted = !quoted,
+                _ => addr.push(ch),
+            }
+        }
+        if addr.len() > MAX_ADDRESS_LEN {
+            return None;
+        }
+    }
+    if let Some(host) = localiphost {
+        if let Some(at) = addr.iter().rposition(|&b| b == b'@') {
+            if let Some(ip) = bracketed_ipv4(&addr[at + 1..]) {
+                if local_ip(ip) {
+                    addr.truncate(at + 1);
+                    addr.extend_from_slice(host);
+                }
+            }
+        }
+    }
+    Some(addr)
+}
+
+/// Reads `[a.b.c.d]` filling the whole input; components are decimal and
+/// taken modulo 256 as qmail does.
+fn bracketed_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let inner = s.strip_prefix(b"[")?.strip_suffix(b"]")?;
+    let mut parts = [0u8; 4];
+    let mut fields = inner.split(|&b| b == b'.');
+    for part in parts.iter_mut() {
+        let f = fields.next()?;
+        if f.is_empty() || !f.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        *part = f.iter().fold(0u64, |n, &d| {
+            n.wrapping_mul(10).wrapping_add(u64::from(d - b'0'))
+        }) as u8;
+    }
+    if fields.next().is_some() {
+        return None;
+    }
+    Some(Ipv4Addr::from(parts))
+}
+
+/// The host part of an address (after the last `@`), if any.
+pub fn host_of(addr: &[u8]) -> Option<&[u8]> {
+    addr.iter()
+        .rposition(|&b| b == b'@')
+        .map(|i| &addr[i + 1..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(arg: &str) -> Option<String> {
+        parse(
+            arg.as_bytes(),
+            |ip| ip == Ipv4Addr::new(127, 0, 0, 1) || ip.is_unspecified(),
+            Some(b"me.test"),
+        )
+        .map(|a| String::from_utf8(a).unwrap())
+    }
+
+    #[test]
+    fn address_table() {
+        let table: &[(&str, &str)] = &[
+            ("FROM:<a@b.test>", "a@b.test"),
+            ("FROM:<a@b.test> SIZE=10 BODY=8BITMIME", "a@b.test"),
+            ("FROM:<>", ""),
+            ("", ""),
+            ("FROM: a@b.test x", "a@b.test"),
+            ("FROM:a@b.test", "a@b.test"),
+            ("a@b.test", "a@b.test"),
+            ("TO:<@r1,@r2:x@y.test>", "x@y.test"),
+            ("TO:<@r1>", ""),
+            ("TO:<\"a b\"@y.test>", "a b@y.test"),
+            ("TO:<\"a>b\"@y.test>", "a>b@y.test"),
+            ("TO:<a\\>b@y.test>", "a>b@y.test"),
+            ("TO:<a@b", "a@b"),
+            ("anything<x@y>", "x@y"),
+            ("TO:<x@[127.0.0.1]>", "x@me.test"),
+            ("TO:<x@[0.0.0.0]>", "x@me.test"),
+            ("TO:<x@[10.0.0.1]>", "x@[10.0.0.1]"),
+            ("TO:<x@[127.0.0.1]z>", "x@[127.0.0.1]z"),
+            ("TO:<x@[127.0.0.257]>", "x@me.test"),
+            ("TO:<x@[127.0.1]>", "x@[127.0.1]"),
+        ];
+        for &(arg, want) in table {
+            assert_eq!(p(arg).as_deref(), Some(want), "arg {arg:?}");
+        }
+    }
+
+    #[test]
+    fn length_limit_is_899() {
+        let ok = format!("<{}>", "a".repeat(899));
+        let bad = format!("<{}>", "a".repeat(900));
+        assert_eq!(p(&ok).map(|a| a.len()), Some(899));
+        assert_eq!(p(&bad), None);
+    }
+
+    #[test]
+    fn host_is_after_last_at() {
+        assert_eq!(host_of(b"a@b@c"), Some(&b"c"[..]));
+        assert_eq!(host_of(b"ab"), None);
+    }
+}

@@ -1,0 +1,148 @@
+//! Splitting an SMTP command line into verb and argument, and the
+//! line-level framing rules (LF ends a line, one CR before it is dropped).
+
+/// The verbs the session engine knows. Everything else is `Unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// `HELO name`
+    Helo,
+    /// `EHLO name`
+    Ehlo,
+    /// `MAIL FROM:<addr> [params]`
+    Mail,
+    /// `RCPT TO:<addr>`
+    Rcpt,
+    /// `DATA`
+    Data,
+    /// `RSET`
+    Rset,
+    /// `NOOP`
+    Noop,
+    /// `VRFY`
+    Vrfy,
+    /// `HELP`
+    Help,
+    /// `QUIT`
+    Quit,
+    /// Anything else, including the empty line.
+    Unknown,
+}
+
+/// A parsed command line: the verb and the raw argument bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// Which verb this is.
+    pub verb: Verb,
+    /// The argument after the verb and the run of spaces following it;
+    /// trailing spaces are kept.
+    pub arg: Vec<u8>,
+}
+
+impl Command {
+    /// Parses one command line. `line` is the line without its LF; a single
+    /// CR before the LF must already be removed (see [`strip_line_end`]).
+    ///
+    /// The verb ends at the first space (only the space character
+    /// separates). NUL bytes become LF, so no NUL can reach an envelope.
+    pub fn parse(line: &[u8]) -> Command {
+        let line: Vec<u8> = line
+            .iter()
+            .map(|&b| if b == 0 { b'\n' } else { b })
+            .collect();
+        let (verb, rest) = match line.iter().position(|&b| b == b' ') {
+            Some(i) => (&line[..i], &line[i..]),
+            None => (&line[..], &line[line.len()..]),
+        };
+        let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+        Command {
+            verb: Verb::from_bytes(verb),
+            arg: rest[start..].to_vec(),
+        }
+    }
+}
+
+impl Verb {
+    /// Case-insensitive lookup of a verb.
+    pub fn from_bytes(v: &[u8]) -> Verb {
+        const TABLE: [(&[u8], Verb); 10] = [
+            (b"helo", Verb::Helo),
+            (b"ehlo", Verb::Ehlo),
+            (b"mail", Verb::Mail),
+            (b"rcpt", Verb::Rcpt),
+            (b"data", Verb::Data),
+            (b"rset", Verb::Rset),
+            (b"noop", Verb::Noop),
+            (b"vrfy", Verb::Vrfy),
+            (b"help", Verb::Help),
+            (b"quit", Verb::Quit),
+        ];
+        TABLE
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(v))
+            .map(|&(_, verb)| verb)
+            .unwrap_or(Verb::Unknown)
+    }
+}
+
+/// Removes the LF and one CR before it from a raw line, if present.
+pub fn strip_line_end(mut line: &[u8]) -> &[u8] {
+    if let Some(l) = line.strip_suffix(b"\n") {
+        line = l;
+        if let Some(l) = line.strip_suffix(b"\r") {
+            line = l;
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(line: &str) -> (Verb, String) {
+        let cmd = Command::parse(strip_line_end(line.as_bytes()));
+        (cmd.verb, String::from_utf8(cmd.arg).unwrap())
+    }
+
+    #[test]
+    fn verbs_and_arguments_table() {
+        let table: &[(&str, Verb, &str)] = &[
+            ("HELO x", Verb::Helo, "x"),
+            ("helo   x y ", Verb::Helo, "x y "),
+            ("EhLo a.b", Verb::Ehlo, "a.b"),
+            ("MAIL FROM:<a@b>", Verb::Mail, "FROM:<a@b>"),
+            ("MAIL", Verb::Mail, ""),
+            ("RCPT TO:<x>", Verb::Rcpt, "TO:<x>"),
+            ("DATA", Verb::Data, ""),
+            ("data now", Verb::Data, "now"),
+            ("RSET", Verb::Rset, ""),
+            ("NOOP x", Verb::Noop, "x"),
+            ("VRFY u", Verb::Vrfy, "u"),
+            ("HELP", Verb::Help, ""),
+            ("QUIT", Verb::Quit, ""),
+            ("", Verb::Unknown, ""),
+            (" HELO x", Verb::Unknown, "HELO x"),
+            ("HELO\tx", Verb::Unknown, ""),
+            ("EXPN x", Verb::Unknown, "x"),
+            ("STARTTLS", Verb::Unknown, ""),
+        ];
+        for &(line, verb, arg) in table {
+            for ending in ["", "\n", "\r\n"] {
+                let got = c(&format!("{line}{ending}"));
+                assert_eq!(got, (verb, arg.to_string()), "line {line:?}{ending:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_one_cr_is_removed() {
+        assert_eq!(strip_line_end(b"NOOP\r\r\n"), b"NOOP\r");
+        assert_eq!(strip_line_end(b"NOOP\r"), b"NOOP\r");
+    }
+
+    #[test]
+    fn nul_becomes_lf() {
+        let cmd = Command::parse(b"RCPT TO:<a@x\0Tb@y>");
+        assert_eq!(cmd.arg, b"TO:<a@x\nTb@y>");
+    }
+}

@@ -1,0 +1,243 @@
+//! The DATA body decoder: finds `CRLF.CRLF` across split reads, undoes
+//! dot-stuffing, stores CRLF as LF, counts hops in the header and the
+//! stored size, and detects bare LF (fatal, as in qmail) and bare CR
+//! (refused: it is never forwarded, against SMTP smuggling).
+
+/// Where the decoder is within the current line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At the start of a line (also right after `354`).
+    LineStart,
+    /// Inside a line.
+    InLine,
+    /// After a CR inside a line.
+    Cr,
+    /// After a CR at the start of a line.
+    CrAtStart,
+    /// After a `.` at the start of a line.
+    Dot,
+    /// After `.` CR at the start of a line.
+    DotCr,
+}
+
+/// What a call to [`DataDecoder::feed`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// All input was consumed; the terminator has not been seen yet.
+    NeedMore,
+    /// The terminating `.` line ended at the returned offset.
+    End,
+    /// A LF without CR was found; the session must end.
+    BareLf,
+}
+
+/// Incremental decoder for one message body.
+#[derive(Debug, Clone)]
+pub struct DataDecoder {
+    state: State,
+    /// Still inside the header block (before the first empty line).
+    in_header: bool,
+    /// Bytes of the current stored line seen so far (for hop matching).
+    line_pos: usize,
+    /// The current line still matches `received` / `delivered`.
+    maybe_received: bool,
+    maybe_delivered: bool,
+    /// Received/Delivered header lines counted so far.
+    pub hops: u32,
+    /// Stored body bytes so far.
+    pub size: u64,
+    /// A CR not followed by LF was seen: the message must be refused.
+    pub bare_cr: bool,
+}
+
+impl Default for DataDecoder {
+    fn default() -> Self {
+        DataDecoder {
+            state: State::LineStart,
+            in_header: true,
+            line_pos: 0,
+            maybe_received: true,
+            maybe_delivered: true,
+            hops: 0,
+            size: 0,
+            bare_cr: false,
+        }
+    }
+}
+
+impl DataDecoder {
+    /// Feeds raw client bytes; appends the stored form to `out`. Returns the
+    /// number of input bytes consumed and what was found. On `End` and
+    /// `BareLf` the bytes after the returned offset are not part of the body.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Progress) {
+        for (i, &ch) in input.iter().enumerate() {
+            match self.state {
+                State::LineStart => match ch {
+                    b'\n' => return (i + 1, Progress::BareLf),
+                    b'\r' => self.state = State::CrAtStart,
+                    b'.' => self.state = State::Dot,
+                    _ => self.in_line(ch, out),
+                },
+                State::InLine => self.in_line(ch, out),
+                State::Cr | State::CrAtStart => {
+                    if ch == b'\n' {
+                        self.emit(b'\n', out);
+                        self.state = State::LineStart;
+                    } else {
+                        self.bare_cr = true;
+                        self.emit(b'\r', out);
+                        self.in_line(ch, out);
+                    }
+                }
+                State::Dot => match ch {
+                    b'\r' => self.state = State::DotCr,
+                    b'\n' => return (i + 1, Progress::BareLf),
+                    _ => self.in_line(ch, out),
+                },
+                State::DotCr => {
+                    if ch == b'\n' {
+                        return (i + 1, Progress::End);
+                    }
+                    self.bare_cr = true;
+                    self.emit(b'.', out);
+                    self.emit(b'\r', out);
+                    self.in_line(ch, out);
+                }
+            }
+            if self.state == State::InLine && ch == b'\n' {
+                return (i + 1, Progress::BareLf);
+            }
+        }
+        (input.len(), Progress::NeedMore)
+    }
+
+    /// Handles a byte inside a line (a LF here is caught by the caller).
+    fn in_line(&mut self, ch: u8, out: &mut Vec<u8>) {
+        match ch {
+            b'\r' => self.state = State::Cr,
+            b'\n' => self.state = State::InLine,
+            _ => {
+                self.emit(ch, out);
+                self.state = State::InLine;
+            }
+        }
+    }
+
+    /// Stores one byte and updates size and hop counting.
+    fn emit(&mut self, ch: u8, out: &mut Vec<u8>) {
+        out.push(ch);
+        self.size += 1;
+        if !self.in_header {
+            return;
+        }
+        if ch == b'\n' {
+            if self.line_pos == 0 {
+                self.in_header = false;
+            }
+            self.line_pos = 0;
+            self.maybe_received = true;
+            self.maybe_delivered = true;
+            return;
+        }
+        let lower = ch.to_ascii_lowercase();
+        let pos = self.line_pos;
+        if self.maybe_received {
+            self.maybe_received = b"received".get(pos) == Some(&lower);
+            if self.maybe_received && pos == 7 {
+                self.hops += 1;
+            }
+        }
+        if self.maybe_delivered {
+            self.maybe_delivered = b"delivered".get(pos) == Some(&lower);
+            if self.maybe_delivered && pos == 8 {
+                self.hops += 1;
+            }
+        }
+        self.line_pos += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` in pieces of `chunk` bytes; returns stored bytes,
+    /// the final progress and the offset after the terminator.
+    fn run(input: &[u8], chunk: usize) -> (Vec<u8>, Progress, usize, DataDecoder) {
+        let mut d = DataDecoder::default();
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off < input.len() {
+            let end = (off + chunk).min(input.len());
+            let (n, p) = d.feed(&input[off..end], &mut out);
+            off += n;
+            if p != Progress::NeedMore {
+                return (out, p, off, d);
+            }
+        }
+        (out, Progress::NeedMore, off, d)
+    }
+
+    #[test]
+    fn body_table_with_split_reads() {
+        let table: &[(&[u8], &[u8], Progress, bool)] = &[
+            (b".\r\n", b"", Progress::End, false),
+            (b"a\r\n.\r\n", b"a\n", Progress::End, false),
+            (
+                b"..x\r\n.x\r\n. x\r\n.\r\n",
+                b".x\nx\n x\n",
+                Progress::End,
+                false,
+            ),
+            (b"a\r\n\r\nb\r\n.\r\n", b"a\n\nb\n", Progress::End, false),
+            (b"a\nb", b"", Progress::BareLf, false),
+            (b".\n", b"", Progress::BareLf, false),
+            (b"\n", b"", Progress::BareLf, false),
+            (b"a\rb\r\n.\r\n", b"a\rb\n", Progress::End, true),
+            (b"a\r\r\n.\r\n", b"a\r\n", Progress::End, true),
+            (b".\rx\r\n.\r\n", b".\rx\n", Progress::End, true),
+            (b"nul\0ok\r\n.\r\n", b"nul\0ok\n", Progress::End, false),
+            (b"a\r\n.", b"a\n", Progress::NeedMore, false),
+            (b"x\r\n.\r\nMAIL", b"x\n", Progress::End, false),
+        ];
+        for &(input, want, progress, bare_cr) in table {
+            for chunk in [1, 2, 3, 7, 4096] {
+                let (out, p, _, d) = run(input, chunk);
+                assert_eq!(p, progress, "{input:?} chunk {chunk}");
+                if p != Progress::BareLf {
+                    assert_eq!(out, want, "{input:?} chunk {chunk}");
+                }
+                assert_eq!(d.bare_cr, bare_cr, "{input:?}");
+                assert_eq!(d.size, out.len() as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn terminator_offset_leaves_pipelined_bytes() {
+        for chunk in [1, 5, 100] {
+            let (_, p, off, _) = run(b"x\r\n.\r\nQUIT\r\n", chunk);
+            assert_eq!((p, off), (Progress::End, 6));
+        }
+    }
+
+    #[test]
+    fn hops_are_counted_only_in_the_header() {
+        let mut msg = Vec::new();
+        msg.extend_from_slice(
+            b"Received: a\r\nDELIVERED-to: b\r\nReceivedx\r\nReceive\r\nX: y\r\n",
+        );
+        msg.extend_from_slice(b"\r\nReceived: body\r\n.\r\n");
+        for chunk in [1, 3, 1000] {
+            let (_, p, _, d) = run(&msg, chunk);
+            assert_eq!(p, Progress::End);
+            assert_eq!(d.hops, 3);
+        }
+    }
+
+    #[test]
+    fn dot_stuffed_header_line_counts() {
+        let (_, _, _, d) = run(b".Received: a\r\n.\r\n", 1);
+        assert_eq!(d.hops, 1);
+    }
+}

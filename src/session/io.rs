@@ -1,0 +1,156 @@
+//! The client connection as the session sees it: an input buffer that
+//! yields command lines (bounded) and raw bytes for DATA, and an output
+//! buffer that is flushed before every read, so a pipelined batch gets all
+//! its replies in order, in as few writes as possible.
+
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Longest command line accepted, without its CRLF (RFC 5321 says 512).
+pub const MAX_LINE: usize = 4096;
+/// Input buffer size: a full line plus room for pipelined commands.
+const INBUF: usize = MAX_LINE + 2048;
+
+/// Why the connection cannot be used any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoEnd {
+    /// The client closed the connection (or it failed).
+    Closed,
+    /// No input within `timeoutsmtpd`.
+    ReadTimeout,
+    /// Output could not be written within `timeoutsmtpd`.
+    WriteTimeout,
+}
+
+/// A command line read from the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// The line without LF and without one CR before it.
+    Complete(Vec<u8>),
+    /// The line was longer than [`MAX_LINE`]; it was read and discarded.
+    TooLong,
+}
+
+/// Buffered, timed access to the client stream.
+pub struct SmtpIo<R, W> {
+    reader: R,
+    writer: W,
+    inbuf: Vec<u8>,
+    start: usize,
+    end: usize,
+    out: Vec<u8>,
+    /// `timeoutsmtpd`, for each read and each write.
+    pub timeout: Duration,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> SmtpIo<R, W> {
+    /// Wraps the two halves of a connection.
+    pub fn new(reader: R, writer: W, timeout: Duration) -> Self {
+        SmtpIo {
+            reader,
+            writer,
+            inbuf: Vec::new(),
+            start: 0,
+            end: 0,
+            out: Vec::new(),
+            timeout,
+        }
+    }
+
+    /// Queues one reply line (CRLF is added).
+    pub fn reply(&mut self, line: impl AsRef<[u8]>) {
+        self.out.extend_from_slice(line.as_ref());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    /// Writes all queued output.
+    pub async fn flush(&mut self) -> Result<(), IoEnd> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let write = async {
+            self.writer.write_all(&self.out).await?;
+            self.writer.flush().await
+        };
+        match tokio::time::timeout(self.timeout, write).await {
+            Ok(Ok(())) => {
+                self.out.clear();
+                if self.out.capacity() > 8192 {
+                    self.out = Vec::new();
+                }
+                Ok(())
+            }
+            Ok(Err(_)) => Err(IoEnd::Closed),
+            Err(_) => Err(IoEnd::WriteTimeout),
+        }
+    }
+
+    /// Bytes received but not consumed yet.
+    pub fn buffered(&self) -> &[u8] {
+        &self.inbuf[self.start..self.end]
+    }
+
+    /// Marks `n` buffered bytes as consumed.
+    pub fn consume(&mut self, n: usize) {
+        self.start += n.min(self.end - self.start);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Flushes output, then reads more input (waiting at most `timeout`).
+    pub async fn fill(&mut self) -> Result<(), IoEnd> {
+        self.flush().await?;
+        if self.inbuf.len() < INBUF {
+            self.inbuf.resize(INBUF, 0);
+        }
+        if self.start > 0 {
+            self.inbuf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.inbuf.len() {
+            return Ok(());
+        }
+        let read = self.reader.read(&mut self.inbuf[self.end..]);
+        match tokio::time::timeout(self.timeout, read).await {
+            Ok(Ok(0)) | Ok(Err(_)) => Err(IoEnd::Closed),
+            Ok(Ok(n)) => {
+                self.end += n;
+                Ok(())
+            }
+            Err(_) => Err(IoEnd::ReadTimeout),
+        }
+    }
+
+    /// Reads one command line. A bare LF ends a line too.
+    pub async fn read_line(&mut self) -> Result<Line, IoEnd> {
+        let mut too_long = false;
+        loop {
+            let buf = &self.inbuf[self.start..self.end];
+            if let Some(lf) = buf.iter().position(|&b| b == b'\n') {
+                let line = crate::protocol::command::strip_line_end(&buf[..=lf]).to_vec();
+                self.consume(lf + 1);
+                if too_long || line.len() > MAX_LINE {
+                    return Ok(Line::TooLong);
+                }
+                return Ok(Line::Complete(line));
+            }
+            if buf.len() > MAX_LINE + 1 {
+                too_long = true;
+                self.consume(buf.len());
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Releases the input buffer while the connection is idle.
+    pub fn shrink_if_idle(&mut self) {
+        if self.start == self.end {
+            self.inbuf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! MAIL: parse, SIZE check, queued `LM` errors, the `[mail]` hook,
+//! badmailfrom, then a new transaction.
+
+use super::{Flow, Session, Transaction, Verdict};
+use crate::config::plugins::Hook;
+use crate::plugin::directive::Queued;
+use crate::protocol::reply::text;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
+    /// MAIL FROM:<address> [SIZE=n ...]
+    pub(crate) async fn mail(&mut self, arg: Vec<u8>) -> Flow {
+        let Some(mut addr) = self.parse_address(&arg) else {
+            self.io.reply(text::SYNTAX);
+            return Flow::Continue;
+        };
+        if self.client.databytes > 0 {
+            if let Some(size) = declared_size(&arg) {
+                if size > self.client.databytes {
+                    self.io.reply(text::TOO_BIG);
+                    return Flow::Continue;
+                }
+            }
+        }
+        if self.send_queued(Queued::Mail) {
+            return Flow::Continue;
+        }
+        self.spp.rcpt_count = 0;
+        self.spp.rcpt_count_all = 0;
+        if !self.spp.off {
+            self.env.set("SMTPMAILFROM", &addr);
+        }
+        let verdict = self.run_hook(Hook::Mail, Some(&mut addr)).await;
+        match verdict {
+            Verdict::Refuse => return Flow::Continue,
+            Verdict::Disconnect => return Flow::Close(0),
+            Verdict::Accept => self.bad_sender = self.cfg.control.is_bad_sender(&addr),
+            Verdict::AcceptSkipChecks => {}
+        }
+        self.tx = Some(Transaction {
+            sender: addr,
+            recipients: Vec::new(),
+        });
+        self.io.reply("250 ok");
+        Flow::Continue
+    }
+}
+
+/// The value of a `SIZE=` parameter after the address, if present and
+/// numeric.
+fn declared_size(arg: &[u8]) -> Option<u64> {
+    let close = arg.iter().position(|&b| b == b'>')?;
+    arg[close + 1..]
+        .split(|&b| b == b' ')
+        .find_map(|p| (p.len() > 5 && p[..5].eq_ignore_ascii_case(b"SIZE=")).then(|| &p[5..]))
+        .and_then(|v| {
+            (v.iter().all(u8::is_ascii_digit)).then(|| crate::config::control::leading_number(v))?
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::declared_size;
+
+    #[test]
+    fn size_parameter() {
+        assert_eq!(declared_size(b"FROM:<a@b> SIZE=100"), Some(100));
+        assert_eq!(declared_size(b"FROM:<a@b> BODY=8BITMIME size=7"), Some(7));
+        assert_eq!(declared_size(b"FROM:<a@b> SIZE=x"), None);
+        assert_eq!(declared_size(b"FROM:<a@b>"), None);
+        assert_eq!(declared_size(b"FROM:a@b SIZE=100"), None);
+    }
+}

@@ -1,0 +1,269 @@
+//! The SMTP session: one state machine for both transports, generic over
+//! the byte stream. `mod.rs` owns the state and the command loop; each verb
+//! with a hook has its own file, and [`hooks`] applies plugin directives.
+
+mod data;
+pub mod env;
+mod helo;
+mod hooks;
+pub mod io;
+mod mail;
+mod rcpt;
+
+use crate::config::plugins::{Hook, PluginTable};
+use crate::config::Config;
+use crate::protocol::command::{Command, Verb};
+use crate::protocol::reply::text;
+use crate::queue::Backend;
+use env::SessionEnv;
+use io::{IoEnd, Line, SmtpIo};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What the command loop does after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Read the next command.
+    Continue,
+    /// End the session (after flushing) with this exit status.
+    Close(i32),
+}
+
+/// The result of a hook (qmail-spp verdict).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on with the server's own checks (A, N, no verdict, plugins off).
+    Accept,
+    /// Go on, skipping the server's check for this command (O).
+    AcceptSkipChecks,
+    /// The command is refused; the reply was already queued (E, failure).
+    Refuse,
+    /// Close the connection (R after its reply, or D).
+    Disconnect,
+}
+
+/// An open mail transaction (qmail's `seenmail`).
+#[derive(Debug, Clone, Default)]
+pub struct Transaction {
+    /// Envelope sender.
+    pub sender: Vec<u8>,
+    /// Accepted recipients, with any RELAYCLIENT suffix.
+    pub recipients: Vec<Vec<u8>>,
+}
+
+/// qmail-spp state (see the lifecycle table: what RSET, MAIL, DATA clear).
+#[derive(Debug, Default)]
+pub struct SppState {
+    /// The plugin table; `None` with `NOSPP`.
+    pub plugins: Option<Arc<PluginTable>>,
+    /// Plugins are off: `NOSPP`, or a plugin answered `A`.
+    pub off: bool,
+    /// Texts queued with `LM`, sent at every MAIL until cleared.
+    pub queued_mail: Vec<Vec<u8>>,
+    /// Texts queued with `LR`, sent at every RCPT until cleared.
+    pub queued_rcpt: Vec<Vec<u8>>,
+    /// Texts queued with `LD`, sent at every DATA until cleared.
+    pub queued_data: Vec<Vec<u8>>,
+    /// Header lines added with `H` (LF-terminated), for the next message.
+    pub headers: Vec<u8>,
+    /// Recipients accepted in this transaction.
+    pub rcpt_count: u64,
+    /// RCPTs of this transaction that reached the hook.
+    pub rcpt_count_all: u64,
+}
+
+impl SppState {
+    /// What RSET and a DATA that reached 354 clear.
+    fn clear_transaction(&mut self) {
+        self.queued_mail.clear();
+        self.queued_rcpt.clear();
+        self.queued_data.clear();
+        self.headers.clear();
+        self.rcpt_count = 0;
+        self.rcpt_count_all = 0;
+    }
+}
+
+/// Values read once from the environment at the start (later `S`
+/// directives do not change them, as in qmail).
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// `TCPREMOTEIP` or `unknown`.
+    pub remote_ip: Vec<u8>,
+    /// `TCPREMOTEHOST` or `unknown`.
+    pub remote_host: Vec<u8>,
+    /// `TCPREMOTEINFO`, if set.
+    pub remote_info: Option<Vec<u8>>,
+    /// `TCPLOCALHOST`, else `TCPLOCALIP`, else `unknown`.
+    pub local: Vec<u8>,
+    /// `RELAYCLIENT`, if set: every recipient allowed, value appended.
+    pub relay_client: Option<Vec<u8>>,
+    /// Size limit: `DATABYTES` if set, else `control/databytes`.
+    pub databytes: u64,
+}
+
+impl ClientInfo {
+    /// Reads the variables from the session environment.
+    pub fn from_env(env: &SessionEnv, control_databytes: u64) -> ClientInfo {
+        let or_unknown = |v: Option<&[u8]>| v.unwrap_or(b"unknown").to_vec();
+        ClientInfo {
+            remote_ip: or_unknown(env.get("TCPREMOTEIP")),
+            remote_host: or_unknown(env.get("TCPREMOTEHOST")),
+            remote_info: env.get("TCPREMOTEINFO").map(<[u8]>::to_vec),
+            local: or_unknown(env.get("TCPLOCALHOST").or_else(|| env.get("TCPLOCALIP"))),
+            relay_client: env.get("RELAYCLIENT").map(<[u8]>::to_vec),
+            databytes: match env.get("DATABYTES") {
+                Some(v) => crate::config::control::leading_number(v).unwrap_or(0),
+                None => control_databytes,
+            },
+        }
+    }
+}
+
+/// One SMTP session.
+pub struct Session<R, W> {
+    /// The client connection.
+    pub(crate) io: SmtpIo<R, W>,
+    /// The configuration snapshot this session started with.
+    pub(crate) cfg: Arc<Config>,
+    /// The environment given to plugins and the queue.
+    pub(crate) env: SessionEnv,
+    /// Identifier in logs.
+    pub(crate) id: String,
+    /// Facts about the client, read once.
+    pub(crate) client: ClientInfo,
+    /// The argument of the last accepted HELO/EHLO (initially the remote host).
+    pub(crate) helo: Vec<u8>,
+    /// The open transaction, if any.
+    pub(crate) tx: Option<Transaction>,
+    /// The sender of the last evaluated MAIL is in badmailfrom.
+    pub(crate) bad_sender: bool,
+    /// Plugin state.
+    pub(crate) spp: SppState,
+    /// The queue backend, chosen at the first DATA.
+    pub(crate) backend: Option<Backend>,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
+    /// Prepares a session over a connection with the given environment.
+    pub fn new(reader: R, writer: W, cfg: Arc<Config>, env: SessionEnv, id: String) -> Self {
+        let client = ClientInfo::from_env(&env, cfg.control.databytes);
+        Session {
+            io: SmtpIo::new(reader, writer, cfg.control.timeout),
+            helo: client.remote_host.clone(),
+            client,
+            cfg,
+            env,
+            id,
+            tx: None,
+            bad_sender: false,
+            spp: SppState::default(),
+            backend: None,
+        }
+    }
+
+    /// Runs the whole session; returns the exit status for stdio mode
+    /// (0 after QUIT, R or D; 1 otherwise).
+    pub async fn run(mut self) -> i32 {
+        let code = match self.start().await {
+            Flow::Continue => self.command_loop().await,
+            Flow::Close(code) => code,
+        };
+        let _ = self.io.flush().await;
+        tracing::debug!(session = %self.id, code, "session ended");
+        code
+    }
+
+    /// Loads the plugin table, runs the connection hook and greets.
+    async fn start(&mut self) -> Flow {
+        let nospp = self.env.contains("NOSPP");
+        match self.cfg.plugins_for(nospp, self.env.get("SPPCONFFILE")) {
+            Ok(p) => {
+                self.spp.off = p.is_none();
+                self.spp.plugins = p;
+            }
+            Err(e) => {
+                tracing::error!(session = %self.id, error = %e, "plugin configuration unreadable");
+                self.io.reply(text::UNREADABLE_CONTROLS);
+                return Flow::Close(1);
+            }
+        }
+        match self.run_hook(Hook::Connection, None).await {
+            Verdict::Accept | Verdict::AcceptSkipChecks => {
+                let greeting = [b"220 ", &self.cfg.control.greeting[..], b" ESMTP"].concat();
+                self.io.reply(greeting);
+                Flow::Continue
+            }
+            Verdict::Refuse => Flow::Continue,
+            Verdict::Disconnect => Flow::Close(0),
+        }
+    }
+
+    /// Reads and dispatches commands until the session ends.
+    async fn command_loop(&mut self) -> i32 {
+        loop {
+            let line = match self.io.read_line().await {
+                Ok(Line::Complete(l)) => l,
+                Ok(Line::TooLong) => {
+                    self.io.reply(text::LINE_TOO_LONG);
+                    continue;
+                }
+                Err(end) => return self.io_ended(end).await,
+            };
+            if let Flow::Close(code) = self.dispatch(Command::parse(&line)).await {
+                return code;
+            }
+        }
+    }
+
+    /// Handles a broken or timed-out connection.
+    async fn io_ended(&mut self, end: IoEnd) -> i32 {
+        if end == IoEnd::ReadTimeout {
+            self.io.reply(text::TIMEOUT);
+            let _ = self.io.flush().await;
+        }
+        1
+    }
+
+    /// Runs one command.
+    async fn dispatch(&mut self, cmd: Command) -> Flow {
+        match cmd.verb {
+            Verb::Helo => self.helo(cmd.arg, false).await,
+            Verb::Ehlo => self.helo(cmd.arg, true).await,
+            Verb::Mail => self.mail(cmd.arg).await,
+            Verb::Rcpt => self.rcpt(cmd.arg).await,
+            Verb::Data => self.data().await,
+            Verb::Rset => {
+                self.spp.clear_transaction();
+                self.tx = None;
+                self.io.reply("250 flushed");
+                Flow::Continue
+            }
+            Verb::Noop => self.simple("250 ok"),
+            Verb::Vrfy => self.simple("252 send some mail, i'll try my best"),
+            Verb::Help => self.simple("214 spp-smtpd: qmail-spp compatible SMTP server"),
+            Verb::Quit => {
+                let bye = [b"221 ", &self.cfg.control.greeting[..]].concat();
+                self.io.reply(bye);
+                Flow::Close(0)
+            }
+            Verb::Unknown => self.simple(text::UNIMPLEMENTED),
+        }
+    }
+
+    /// Queues a fixed reply.
+    fn simple(&mut self, reply: &str) -> Flow {
+        self.io.reply(reply);
+        Flow::Continue
+    }
+
+    /// Parses a MAIL/RCPT argument with this host's `[ip]` rule.
+    pub(crate) fn parse_address(&self, arg: &[u8]) -> Option<Vec<u8>> {
+        let ips = &self.cfg.local_ips;
+        crate::protocol::address::parse(
+            arg,
+            |ip| ips.contains(ip),
+            self.cfg.control.localiphost.as_deref(),
+        )
+    }
+}
