@@ -1,0 +1,1 @@
+//! `spp-smtpd check`: every problem reported as file:line, exit 1.

@@ -1,0 +1,11 @@
+//! The integration suite: one test binary. `util` has the helpers; each
+//! module covers one area, from the in-memory session driver to the real
+//! binary under tcpserver with real clients.
+
+mod util;
+
+mod binary;
+mod check;
+mod examples;
+mod plugin_faults;
+mod session_rules;

@@ -1,0 +1,208 @@
+//! Running the real binary and real clients: `spp-smtpd stdio` on pipes,
+//! under Debian's `tcpserver`, `spp-smtpd serve`, Python's smtplib, swaks.
+//! Every child is bounded in time and stopped by PID.
+
+use super::TestHome;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_spp-smtpd"))
+}
+
+/// What a finished process printed and returned.
+#[derive(Debug)]
+pub struct Finished {
+    /// Everything written to stdout.
+    pub stdout: String,
+    /// Everything written to stderr.
+    pub stderr: String,
+    /// Exit status (-1 if killed by a signal).
+    pub code: i32,
+}
+
+impl Finished {
+    /// Stdout split into lines without CRLF.
+    pub fn lines(&self) -> Vec<&str> {
+        self.stdout.split("\r\n").filter(|l| !l.is_empty()).collect()
+    }
+}
+
+/// Runs `cmd` with `input` on stdin, waiting at most `limit`.
+pub fn run_with_input(mut cmd: Command, input: &[u8], limit: Duration) -> Finished {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let ereader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let code = wait_bounded(&mut child, limit);
+    let _ = writer.join();
+    Finished {
+        stdout: String::from_utf8_lossy(&reader.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&ereader.join().unwrap()).into_owned(),
+        code,
+    }
+}
+
+/// Waits for `child`, killing it (and failing the test) after `limit`.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process {} did not finish within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `spp-smtpd --home HOME stdio` with a cleared environment plus PATH and
+/// `env`, fed `input` at once (pipelined), as tcpserver would run it.
+pub fn stdio(home: &TestHome, env: &[(&str, &str)], input: &[u8]) -> Finished {
+    let mut cmd = Command::new(bin());
+    cmd.arg("--home").arg(home.dir()).arg("stdio").env_clear();
+    cmd.env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_with_input(cmd, input, Duration::from_secs(60))
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("server exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listening on port {port}");
+}
+
+/// A server process listening on loopback; stopped (by PID) when dropped.
+pub struct Server {
+    child: Child,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl Server {
+    /// `tcpserver -R -H -l 0 127.0.0.1 PORT spp-smtpd --home HOME stdio`.
+    pub fn tcpserver(home: &TestHome, env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let mut cmd = Command::new("tcpserver");
+        cmd.args(["-R", "-H", "-l", "0", "-c", "50", "-b", "50", "127.0.0.1"])
+            .arg(port.to_string())
+            .arg(bin())
+            .arg("--home")
+            .arg(home.dir())
+            .arg("stdio");
+        Server::spawn(cmd, env, port)
+    }
+
+    /// `spp-smtpd --home HOME serve --listen 127.0.0.1:PORT`.
+    pub fn daemon(home: &TestHome, env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let mut cmd = Command::new(bin());
+        cmd.arg("--home")
+            .arg(home.dir())
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"));
+        Server::spawn(cmd, env, port)
+    }
+
+    fn spawn(mut cmd: Command, env: &[(&str, &str)], port: u16) -> Server {
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start server");
+        wait_for_port(port, &mut child);
+        Server { child, port }
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status.
+    pub fn terminate(mut self) -> i32 {
+        // SAFETY: signals only the child we started, by its PID.
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        wait_bounded(&mut self.child, Duration::from_secs(20))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Runs a Python 3 script with arguments; bounded to 60 s.
+pub fn python(script: &str, args: &[&str]) -> Finished {
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(script).args(args);
+    run_with_input(cmd, b"", Duration::from_secs(60))
+}
+
+/// Runs swaks with arguments; bounded to 60 s.
+pub fn swaks(args: &[&str]) -> Finished {
+    let mut cmd = Command::new("swaks");
+    cmd.args(args);
+    run_with_input(cmd, b"", Duration::from_secs(60))
+}
+
+/// Whether a process with this PID still exists (and is not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+            state != Some('Z')
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether a process with this PID exists at all (zombies included).
+pub fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
