@@ -34,5 +34,10 @@ pub fn run(home: &Path) -> i32 {
     };
     let id = std::process::id().to_string();
     let env = SessionEnv::from_process();
-    rt.block_on(Session::new(tokio::io::stdin(), tokio::io::stdout(), cfg, env, id).run())
+    let code =
+        rt.block_on(Session::new(tokio::io::stdin(), tokio::io::stdout(), cfg, env, id).run());
+    // A read of stdin may still be pending on a blocking thread: do not
+    // wait for it.
+    rt.shutdown_background();
+    code
 }

@@ -42,15 +42,22 @@ impl SessionEnv {
         self.0.remove(name.as_ref());
     }
 
-    /// Applies a plugin's `S` text (`NAME=value`). Returns false, changing
-    /// nothing, when there is no `=` or the name is empty.
+    /// Applies a plugin's `S` text: `NAME=value` sets NAME; a bare `NAME`
+    /// removes it (qmail would leave an entry without `=`, which getenv()
+    /// does not see either). Returns false, changing nothing, for an empty
+    /// name.
     pub fn apply_assignment(&mut self, text: &[u8]) -> bool {
         match text.iter().position(|&b| b == b'=') {
-            Some(i) if i > 0 => {
+            Some(0) => false,
+            Some(i) => {
                 self.set(&text[..i], &text[i + 1..]);
                 true
             }
-            _ => false,
+            None if text.is_empty() => false,
+            None => {
+                self.remove(text);
+                true
+            }
         }
     }
 
@@ -80,8 +87,10 @@ mod tests {
         assert_eq!(e.get("A"), Some(&b"1=2"[..]));
         assert!(e.apply_assignment(b"B="));
         assert!(e.contains("B"));
-        assert!(!e.apply_assignment(b"NOEQUALS"));
+        assert!(e.apply_assignment(b"B"));
+        assert!(!e.contains("B"));
         assert!(!e.apply_assignment(b"=x"));
+        assert!(!e.apply_assignment(b""));
         e.remove("A");
         assert_eq!(e.get("A"), None);
     }

@@ -53,7 +53,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     Directive::SetEnv(t) => {
                         if !self.env.apply_assignment(&t) {
                             tracing::warn!(session = %self.id, plugin = %String::from_utf8_lossy(&plugin.line),
-                                "S without NAME= ignored");
+                                "S with an empty name ignored");
                         }
                     }
                     Directive::UnsetEnv(name) => self.env.remove(name),

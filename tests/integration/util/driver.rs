@@ -23,7 +23,11 @@ impl Reply {
     /// Asserts the code of the last line.
     pub fn code(&self, code: u16) -> &Self {
         let last = self.last();
-        assert!(last.starts_with(&code.to_string()), "expected {code}, got {:?}", self.lines);
+        assert!(
+            last.starts_with(&code.to_string()),
+            "expected {code}, got {:?}",
+            self.lines
+        );
         self
     }
 
@@ -62,7 +66,10 @@ impl Driver {
     /// Starts a session with `PATH` plus `env`.
     pub async fn start(cfg: Arc<Config>, env: &[(&str, &str)]) -> Driver {
         let mut senv = SessionEnv::default();
-        senv.set("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()));
+        senv.set(
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+        );
         for (k, v) in env {
             senv.set(k, v);
         }
@@ -70,7 +77,11 @@ impl Driver {
         let (sr, sw) = tokio::io::split(server);
         let task = tokio::spawn(Session::new(sr, sw, cfg, senv, "test".into()).run());
         let (cr, cw) = tokio::io::split(client);
-        Driver { reader: BufReader::new(cr), writer: cw, task: Some(task) }
+        Driver {
+            reader: BufReader::new(cr),
+            writer: cw,
+            task: Some(task),
+        }
     }
 
     /// Reads one line (without CRLF); `None` at EOF.
@@ -83,7 +94,10 @@ impl Driver {
         if n == 0 {
             return None;
         }
-        assert!(buf.ends_with(b"\r\n"), "reply line not CRLF-terminated: {buf:?}");
+        assert!(
+            buf.ends_with(b"\r\n"),
+            "reply line not CRLF-terminated: {buf:?}"
+        );
         buf.truncate(buf.len() - 2);
         Some(String::from_utf8_lossy(&buf).into_owned())
     }
@@ -117,7 +131,10 @@ impl Driver {
 
     /// Sends raw bytes.
     pub async fn send(&mut self, raw: impl AsRef<[u8]>) {
-        self.writer.write_all(raw.as_ref()).await.expect("write to session");
+        self.writer
+            .write_all(raw.as_ref())
+            .await
+            .expect("write to session");
     }
 
     /// Sends a command line (CRLF added) and reads its reply.
@@ -159,11 +176,24 @@ impl Driver {
     /// Waits for the session task and returns its exit status.
     pub async fn exit_code(&mut self) -> i32 {
         let task = self.task.take().expect("session already awaited");
-        tokio::time::timeout(REPLY_WAIT, task).await.expect("session ends").expect("session task")
+        tokio::time::timeout(REPLY_WAIT, task)
+            .await
+            .expect("session ends")
+            .expect("session task")
     }
 
     /// Closes the client side (EOF for the session).
     pub async fn hang_up(&mut self) {
         let _ = self.writer.shutdown().await;
+    }
+}
+
+impl Drop for Driver {
+    /// Stops a session that is still running, so it does not outlive the
+    /// test's home directory.
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }

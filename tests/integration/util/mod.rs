@@ -137,7 +137,9 @@ impl TestHome {
 
     /// Files left in `Maildir/tmp` (should be none).
     pub fn maildir_tmp_count(&self) -> usize {
-        fs::read_dir(self.path.join("Maildir/tmp")).map(|rd| rd.count()).unwrap_or(0)
+        fs::read_dir(self.path.join("Maildir/tmp"))
+            .map(|rd| rd.count())
+            .unwrap_or(0)
     }
 
     /// Loads the configuration snapshot.

@@ -28,18 +28,36 @@ pub struct Finished {
 impl Finished {
     /// Stdout split into lines without CRLF.
     pub fn lines(&self) -> Vec<&str> {
-        self.stdout.split("\r\n").filter(|l| !l.is_empty()).collect()
+        self.stdout
+            .split("\r\n")
+            .filter(|l| !l.is_empty())
+            .collect()
     }
 }
 
 /// Runs `cmd` with `input` on stdin, waiting at most `limit`.
-pub fn run_with_input(mut cmd: Command, input: &[u8], limit: Duration) -> Finished {
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+pub fn run_with_input(cmd: Command, input: &[u8], limit: Duration) -> Finished {
+    run_inner(cmd, input, false, limit)
+}
+
+/// Runs `cmd` with `input` on stdin and keeps stdin open (no EOF) until
+/// the process exits, waiting at most `limit`.
+pub fn run_keeping_stdin_open(cmd: Command, input: &[u8], limit: Duration) -> Finished {
+    run_inner(cmd, input, true, limit)
+}
+
+fn run_inner(mut cmd: Command, input: &[u8], keep_open: bool, limit: Duration) -> Finished {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_vec();
+    // The writer thread hands stdin back when it must stay open; it is
+    // dropped only after the child exited.
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(&input);
+        keep_open.then_some(stdin)
     });
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
@@ -54,7 +72,7 @@ pub fn run_with_input(mut cmd: Command, input: &[u8], limit: Duration) -> Finish
         s
     });
     let code = wait_bounded(&mut child, limit);
-    let _ = writer.join();
+    drop(writer.join());
     Finished {
         stdout: String::from_utf8_lossy(&reader.join().unwrap()).into_owned(),
         stderr: String::from_utf8_lossy(&ereader.join().unwrap()).into_owned(),
@@ -83,7 +101,10 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> i32 {
 pub fn stdio(home: &TestHome, env: &[(&str, &str)], input: &[u8]) -> Finished {
     let mut cmd = Command::new(bin());
     cmd.arg("--home").arg(home.dir()).arg("stdio").env_clear();
-    cmd.env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()));
+    cmd.env(
+        "PATH",
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+    );
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -92,7 +113,11 @@ pub fn stdio(home: &TestHome, env: &[(&str, &str)], input: &[u8]) -> Finished {
 
 /// A free TCP port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits until something accepts connections on 127.0.0.1:`port`.
@@ -145,7 +170,10 @@ impl Server {
 
     fn spawn(mut cmd: Command, env: &[(&str, &str)], port: u16) -> Server {
         cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()))
+            .env(
+                "PATH",
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -195,7 +223,13 @@ pub fn swaks(args: &[&str]) -> Finished {
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .chars()
+                .next();
             state != Some('Z')
         }
         Err(_) => false,
