@@ -22,3 +22,6 @@ pub mod plugin;
 pub mod protocol;
 pub mod queue;
 pub mod session;
+
+#[cfg(test)]
+mod testing;

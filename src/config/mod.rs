@@ -54,6 +54,42 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Why a configuration snapshot could not be made.
+#[derive(Debug)]
+pub enum LoadError {
+    /// A control file is unreadable or the greeting is missing.
+    Controls(ConfigError),
+    /// This host's addresses could not be enumerated.
+    LocalIps(std::io::Error),
+}
+
+impl LoadError {
+    /// The reply a session gets before closing (qmail's wording).
+    pub fn reply(&self) -> &'static str {
+        match self {
+            LoadError::Controls(_) => crate::protocol::reply::text::UNREADABLE_CONTROLS,
+            LoadError::LocalIps(_) => crate::protocol::reply::text::NO_LOCAL_IPS,
+        }
+    }
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Controls(e) => e.fmt(f),
+            LoadError::LocalIps(e) => write!(f, "cannot enumerate local addresses: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl From<ConfigError> for LoadError {
+    fn from(e: ConfigError) -> Self {
+        LoadError::Controls(e)
+    }
+}
+
 /// Everything a session needs that comes from files, read once.
 #[derive(Debug)]
 pub struct Config {
@@ -70,13 +106,12 @@ pub struct Config {
 
 impl Config {
     /// Reads the control files and the default plugin table under `home`.
-    pub fn load(home: &Path) -> Result<Config, ConfigError> {
+    pub fn load(home: &Path) -> Result<Config, LoadError> {
         let home = std::path::absolute(home).map_err(|e| ConfigError::io(home, &e))?;
         let control = Control::load(&home)?;
         let default_plugins =
             load_plugin_table(&home, &home.join("control/smtpplugins")).map(Arc::new);
-        let local_ips = LocalIps::enumerate()
-            .map_err(|e| ConfigError::at(Path::new("getifaddrs"), None, e.to_string()))?;
+        let local_ips = LocalIps::enumerate().map_err(LoadError::LocalIps)?;
         Ok(Config {
             home,
             control,

@@ -2,7 +2,6 @@
 //! tcpserver gave this process, exactly where qmail-smtpd would run.
 
 use crate::config::Config;
-use crate::protocol::reply::text;
 use crate::session::env::SessionEnv;
 use crate::session::Session;
 use std::io::Write;
@@ -27,7 +26,7 @@ pub fn run(home: &Path) -> i32 {
         Err(e) => {
             tracing::error!(error = %e, "configuration unreadable");
             let mut out = std::io::stdout();
-            let _ = write!(out, "{}\r\n", text::UNREADABLE_CONTROLS);
+            let _ = write!(out, "{}\r\n", e.reply());
             let _ = out.flush();
             return 1;
         }

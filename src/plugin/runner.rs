@@ -197,11 +197,15 @@ async fn read_directives(
         if total > MAX_OUTPUT {
             return ReadEnd::Failed(Failure::TooMuchOutput);
         }
+        // `pending` holds no LF before its old end: scan only new bytes.
+        let mut from = pending.len();
         pending.extend_from_slice(&buf[..n]);
         let mut start = 0;
-        while let Some(lf) = pending[start..].iter().position(|&b| b == b'\n') {
-            let line = &pending[start..start + lf];
-            start += lf + 1;
+        while let Some(off) = pending[from..].iter().position(|&b| b == b'\n') {
+            let lf = from + off;
+            let line = &pending[start..lf];
+            start = lf + 1;
+            from = start;
             if push_line(line, directives) {
                 terminated = true;
                 break;
@@ -278,10 +282,19 @@ async fn log_stderr(mut err: impl AsyncRead + Unpin, plugin: String, session: St
 mod tests {
     use super::*;
 
+    /// Reads `out` in pieces of 1, 2, 3 and 4096 bytes; all must agree.
     async fn read(out: &[u8]) -> (Vec<Directive>, bool) {
-        let mut d = Vec::new();
-        let end = read_directives(&mut &out[..], &mut d).await;
-        (d, matches!(end, ReadEnd::Failed(_)))
+        let mut results = Vec::new();
+        for chunk in [1, 2, 3, 4096] {
+            let mut d = Vec::new();
+            let end = read_directives(&mut crate::testing::Trickle::new(out, chunk), &mut d).await;
+            results.push((d, matches!(end, ReadEnd::Failed(_))));
+        }
+        assert!(
+            results.windows(2).all(|w| w[0] == w[1]),
+            "split reads disagree: {results:?}"
+        );
+        results.pop().unwrap()
     }
 
     #[tokio::test]

@@ -7,3 +7,35 @@ pub mod command;
 pub mod data;
 pub mod received;
 pub mod reply;
+
+#[cfg(test)]
+mod robustness {
+    //! Arbitrary bytes through every parser: no panic, and the invariants
+    //! each parser promises.
+    use super::*;
+    use crate::testing::Rng;
+
+    #[test]
+    fn arbitrary_input_never_panics() {
+        let mut rng = Rng::new(0x5eed);
+        for _ in 0..20_000 {
+            let input = rng.bytes(64);
+            let cmd = command::Command::parse(&input);
+            assert!(!cmd.arg.contains(&0));
+            if let Some(a) = address::parse(&input, |_| true, Some(b"me")) {
+                assert!(a.len() <= address::MAX_ADDRESS_LEN + 2);
+            }
+            let mut d = data::DataDecoder::default();
+            let mut out = Vec::new();
+            let (n, _) = d.feed(&input, &mut out);
+            assert!(n <= input.len());
+            assert_eq!(d.size, out.len() as u64);
+            let _ = crate::plugin::directive::Directive::parse(&input);
+            let _ = crate::config::plugins::PluginTable::parse(
+                &input,
+                std::path::Path::new("/nonexistent"),
+                Default::default(),
+            );
+        }
+    }
+}

@@ -144,13 +144,63 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> SmtpIo<R, W> {
             self.fill().await?;
         }
     }
+}
 
-    /// Releases the input buffer while the connection is idle.
-    pub fn shrink_if_idle(&mut self) {
-        if self.start == self.end {
-            self.inbuf = Vec::new();
-            self.start = 0;
-            self.end = 0;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Trickle;
+
+    async fn lines(input: &[u8], chunk: usize) -> Vec<Line> {
+        let mut io = SmtpIo::new(
+            Trickle::new(input, chunk),
+            tokio::io::sink(),
+            Duration::from_secs(5),
+        );
+        let mut out = Vec::new();
+        while let Ok(l) = io.read_line().await {
+            out.push(l);
         }
+        out
+    }
+
+    #[tokio::test]
+    async fn command_lines_with_lf_crlf_and_split_reads() {
+        let c = |s: &str| Line::Complete(s.as_bytes().to_vec());
+        let long = format!("NOOP {}\r\nQUIT\r\n", "x".repeat(MAX_LINE));
+        let exact = format!("{}\r\n", "y".repeat(MAX_LINE));
+        for chunk in [1, 2, 3, 7, 512, 100_000] {
+            assert_eq!(
+                lines(b"HELO a\r\nMAIL b\nRCPT\r\r\n\r\n", chunk).await,
+                vec![c("HELO a"), c("MAIL b"), c("RCPT\r"), c("")],
+                "chunk {chunk}"
+            );
+            assert_eq!(
+                lines(long.as_bytes(), chunk).await,
+                vec![Line::TooLong, c("QUIT")],
+                "chunk {chunk}"
+            );
+            assert_eq!(
+                lines(exact.as_bytes(), chunk).await,
+                vec![c(&"y".repeat(MAX_LINE))]
+            );
+            assert_eq!(lines(b"NOOP", chunk).await, vec![], "no line without LF");
+        }
+    }
+
+    #[tokio::test]
+    async fn replies_are_flushed_before_reading() {
+        let (client, server) = tokio::io::duplex(1024);
+        let (sr, sw) = tokio::io::split(server);
+        let mut io = SmtpIo::new(sr, sw, Duration::from_secs(5));
+        io.reply("220 hi");
+        let (mut cr, mut cw) = tokio::io::split(client);
+        let reader = tokio::spawn(async move { io.read_line().await });
+        let mut buf = [0u8; 8];
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        cr.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"220 hi\r\n");
+        cw.write_all(b"QUIT\r\n").await.unwrap();
+        assert_eq!(reader.await.unwrap(), Ok(Line::Complete(b"QUIT".to_vec())));
     }
 }

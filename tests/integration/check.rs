@@ -19,7 +19,11 @@ fn clean_home_passes() {
     home.smtpplugins(&format!("[mail]\n{rel}\n[rcpt]\n:exit 0\n"));
     let out = check(home.dir());
     assert_eq!(out.code, 0, "{}", out.stdout);
-    assert!(out.stdout.starts_with("ok: no problems found"), "{}", out.stdout);
+    assert!(
+        out.stdout.starts_with("ok: no problems found"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -34,7 +38,11 @@ fn every_problem_is_reported_with_file_and_line() {
     let ok = home.plugin("ok", "#!/bin/sh\n");
     let noexec = home.plugin("noexec", "#!/bin/sh\n");
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(home.dir().join(&noexec), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        home.dir().join(&noexec),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     home.smtpplugins(&format!(
         "early-line\n[mail]\n{ok}\nplugins/missing\n[HELO]\n{noexec}\n[rcpt]\n{noexec}\n{ok} --flag\n"
     ));
@@ -55,11 +63,21 @@ fn every_problem_is_reported_with_file_and_line() {
         format!("{c}/queue:1: unknown queue type \"mbox\""),
         format!("{c}/smtpplugins:1: plugin line before any section"),
         format!("{c}/smtpplugins:5: unknown section [HELO]"),
-        format!("{c}/smtpplugins:4: plugin {}/plugins/missing cannot be used", home.dir().display()),
-        format!("{c}/smtpplugins:8: plugin {}/plugins/noexec is not executable", home.dir().display()),
+        format!(
+            "{c}/smtpplugins:4: plugin {}/plugins/missing cannot be used",
+            home.dir().display()
+        ),
+        format!(
+            "{c}/smtpplugins:8: plugin {}/plugins/noexec is not executable",
+            home.dir().display()
+        ),
     ];
     for e in &expected {
-        assert!(out.stdout.lines().any(|l| l.starts_with(e.as_str())), "missing {e:?} in:\n{}", out.stdout);
+        assert!(
+            out.stdout.lines().any(|l| l.starts_with(e.as_str())),
+            "missing {e:?} in:\n{}",
+            out.stdout
+        );
     }
     // The discarded [HELO] section's plugin is not checked; `ok --flag` is
     // split into words and names an existing program.
@@ -75,8 +93,17 @@ fn missing_smtpplugins_and_greeting_are_reported() {
     home.remove_control("me");
     let out = check(home.dir());
     assert_eq!(out.code, 1);
-    assert!(out.stdout.contains("control/me: missing, and so is control/smtpgreeting"), "{}", out.stdout);
-    assert!(out.stdout.contains("control/smtpplugins: cannot read"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("control/me: missing, and so is control/smtpgreeting"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("control/smtpplugins: cannot read"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -87,7 +114,11 @@ fn unreadable_control_file_is_reported_and_sessions_get_421() {
     std::fs::create_dir(home.dir().join("control/rcpthosts")).unwrap();
     let out = check(home.dir());
     assert_eq!(out.code, 1);
-    assert!(out.stdout.contains("control/rcpthosts: cannot read"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("control/rcpthosts: cannot read"),
+        "{}",
+        out.stdout
+    );
     let out = crate::util::process::stdio(&home, &[], b"QUIT\r\n");
     assert_eq!(out.stdout, "421 unable to read controls (#4.3.0)\r\n");
     assert_eq!(out.code, 1);
