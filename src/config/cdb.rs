@@ -22,16 +22,11 @@ pub fn hash(key: &[u8]) -> u32 {
 }
 
 impl Cdb {
-    /// Opens a cdb file. The file must hold at least the 2048-byte header.
+    /// Opens a cdb file. Its content is only checked by lookups, which
+    /// fail on a corrupt or truncated file.
     pub fn open(path: &Path) -> io::Result<Cdb> {
         let file = File::open(path)?;
         let len = file.metadata()?.len();
-        if len < 2048 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "too short for a cdb file (no 2048-byte header)",
-            ));
-        }
         Ok(Cdb { file, len })
     }
 
@@ -58,9 +53,16 @@ impl Cdb {
         if slots == 0 {
             return Ok(false);
         }
-        let start = (h >> 8) % slots;
+        let (table, slots) = (u64::from(table), u64::from(slots));
+        if table + slots * 8 > self.len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "cdb hash table out of range",
+            ));
+        }
+        let start = u64::from(h >> 8) % slots;
         for i in 0..slots {
-            let slot = u64::from(table) + u64::from((start + i) % slots) * 8;
+            let slot = table + (start + i) % slots * 8;
             let (sh, rec) = self.pair(slot)?;
             if rec == 0 {
                 return Ok(false);
@@ -149,6 +151,8 @@ mod tests {
         assert!(!cdb.contains(b"host500.test").unwrap());
         assert!(!cdb.contains(b"").unwrap());
         std::fs::write(&path, vec![0xffu8; 4096]).unwrap();
+        assert!(Cdb::open(&path).unwrap().contains(b"x").is_err());
+        std::fs::write(&path, b"short").unwrap();
         assert!(Cdb::open(&path).unwrap().contains(b"x").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }

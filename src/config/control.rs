@@ -13,6 +13,8 @@ use std::time::Duration;
 pub const DEFAULT_TIMEOUT_SECS: u64 = 1200;
 /// Default per-plugin deadline, seconds (`control/plugintimeout`).
 pub const DEFAULT_PLUGIN_TIMEOUT_SECS: u64 = 30;
+/// Largest timeout honoured (one year); larger values are clamped.
+pub const MAX_TIMEOUT_SECS: u64 = 365 * 86_400;
 
 /// Reads a file; `Ok(None)` when it does not exist.
 pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, ConfigError> {
@@ -81,21 +83,23 @@ pub struct RcptHosts {
 
 impl RcptHosts {
     /// Whether mail for `host` (already lower-cased) is accepted: the whole
-    /// host or any suffix starting at a `.` is listed.
-    pub fn allows(&self, host: &[u8]) -> bool {
-        (0..host.len().max(1))
-            .filter(|&j| j == 0 || host[j] == b'.')
-            .any(|j| {
-                let key = &host[j..];
-                self.hosts.contains(key)
-                    || self.more.as_ref().is_some_and(|cdb| match cdb.contains(key) {
-                        Ok(found) => found,
-                        Err(e) => {
-                            tracing::error!(file = %self.more_path.display(), error = %e, "cdb lookup failed");
-                            false
-                        }
-                    })
-            })
+    /// host or any suffix starting at a `.` is listed. A cdb read error is
+    /// an error (the session answers 421), never a silent "no".
+    pub fn allows(&self, host: &[u8]) -> io::Result<bool> {
+        for j in (0..host.len().max(1)).filter(|&j| j == 0 || host[j] == b'.') {
+            let key = &host[j..];
+            if self.hosts.contains(key) {
+                return Ok(true);
+            }
+            if let Some(cdb) = &self.more {
+                if cdb.contains(key).map_err(|e| {
+                    io::Error::new(e.kind(), format!("{}: {e}", self.more_path.display()))
+                })? {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -146,7 +150,9 @@ impl Control {
                 .and_then(|b| leading_number(&b))
                 .unwrap_or(default))
         };
-        let timeout = Duration::from_secs(number("timeoutsmtpd", DEFAULT_TIMEOUT_SECS)?.max(1));
+        let timeout = Duration::from_secs(
+            number("timeoutsmtpd", DEFAULT_TIMEOUT_SECS)?.clamp(1, MAX_TIMEOUT_SECS),
+        );
         let rcpthosts = match read_optional(&c.join("rcpthosts"))? {
             None => None,
             Some(b) => {
@@ -175,8 +181,9 @@ impl Control {
             })
             .unwrap_or_default();
         let databytes = number("databytes", 0)?;
-        let plugin_timeout =
-            Duration::from_secs(number("plugintimeout", DEFAULT_PLUGIN_TIMEOUT_SECS)?.max(1));
+        let plugin_timeout = Duration::from_secs(
+            number("plugintimeout", DEFAULT_PLUGIN_TIMEOUT_SECS)?.clamp(1, MAX_TIMEOUT_SECS),
+        );
         let queue = match single("queue")? {
             None => None,
             Some(line) => Some(
@@ -213,12 +220,12 @@ impl Control {
     }
 
     /// Whether rcpthosts allows `addr` (no `@`, or no rcpthosts file: yes).
-    pub fn rcpt_allowed(&self, addr: &[u8]) -> bool {
+    pub fn rcpt_allowed(&self, addr: &[u8]) -> io::Result<bool> {
         let Some(rh) = &self.rcpthosts else {
-            return true;
+            return Ok(true);
         };
         match crate::protocol::address::host_of(addr) {
-            None => true,
+            None => Ok(true),
             Some(host) => rh.allows(&host.to_ascii_lowercase()),
         }
     }
@@ -260,11 +267,12 @@ mod tests {
     #[test]
     fn rcpthosts_suffix_rule() {
         let rh = hosts(&["ref.test", ".sub.ref.test"]);
-        assert!(rh.allows(b"ref.test"));
-        assert!(!rh.allows(b"x.ref.test"));
-        assert!(rh.allows(b"a.sub.ref.test"));
-        assert!(rh.allows(b"x.a.sub.ref.test"));
-        assert!(!rh.allows(b"sub.ref.test"));
-        assert!(!rh.allows(b""));
+        let allows = |h: &[u8]| rh.allows(h).unwrap();
+        assert!(allows(b"ref.test"));
+        assert!(!allows(b"x.ref.test"));
+        assert!(allows(b"a.sub.ref.test"));
+        assert!(allows(b"x.a.sub.ref.test"));
+        assert!(!allows(b"sub.ref.test"));
+        assert!(!allows(b""));
     }
 }

@@ -182,7 +182,8 @@ pub fn program_for(line: &[u8], home: &Path) -> Program {
         path: home.join(&argv[0]),
         argv,
     };
-    if home.join(&whole).exists() {
+    // A leading blank stays part of the path, as in qmail-spp.
+    if home.join(&whole).exists() || line.starts_with(b" ") || line.starts_with(b"\t") {
         return direct(vec![whole]);
     }
     let words = std::str::from_utf8(line)
@@ -249,6 +250,13 @@ mod tests {
             Program::Direct {
                 path: "/bin/true".into(),
                 argv: vec!["/bin/true".into()]
+            }
+        );
+        assert_eq!(
+            program_for(b" plugins/x", home),
+            Program::Direct {
+                path: home.join(" plugins/x"),
+                argv: vec![" plugins/x".into()]
             }
         );
         assert_eq!(

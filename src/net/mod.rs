@@ -3,4 +3,5 @@
 
 pub mod daemon;
 pub mod localip;
+pub mod rules;
 pub mod stdio;

@@ -35,6 +35,8 @@ pub enum Failure {
     Timeout,
     /// It printed more than the limits allow; its process group was killed.
     TooMuchOutput,
+    /// No process could be created (out of processes, memory or files).
+    ForkFailed,
 }
 
 impl Failure {
@@ -45,6 +47,7 @@ impl Failure {
             Failure::Crashed => "child crashed",
             Failure::Timeout => "timeout",
             Failure::TooMuchOutput => "too much output",
+            Failure::ForkFailed => "vfork() failed",
         }
     }
 }
@@ -74,7 +77,7 @@ pub async fn run(
     limits: RunLimits,
     session: &str,
 ) -> RunOutcome {
-    let name = String::from_utf8_lossy(&plugin.line).into_owned();
+    let name = plugin.line.escape_ascii().to_string();
     let mut cmd = match &plugin.program {
         Program::Shell(text) => {
             let mut c = Command::new("/bin/sh");
@@ -99,13 +102,18 @@ pub async fn run(
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(session, plugin = %name, error = %e, "plugin cannot be started");
+            let failure = if is_resource_error(&e) {
+                Failure::ForkFailed
+            } else {
+                Failure::CantExecute
+            };
             return RunOutcome {
                 directives: Vec::new(),
-                failure: Some(Failure::CantExecute),
+                failure: Some(failure),
             };
         }
     };
-    let deadline = Instant::now() + limits.timeout;
+    let deadline = deadline_after(limits.timeout);
     if let Some(stderr) = child.stderr.take() {
         tokio::spawn(log_stderr(stderr, name.clone(), session.to_string()));
     }
@@ -113,44 +121,32 @@ pub async fn run(
     let mut directives = Vec::new();
     let read =
         tokio::time::timeout_at(deadline, read_directives(&mut stdout, &mut directives)).await;
-    drop(stdout);
-    let mut failure = match read {
-        Ok(ReadEnd::Eof) => None,
-        Ok(ReadEnd::Failed(f)) => Some(f),
-        Ok(ReadEnd::ChatterAfterVerdict) => {
-            tracing::warn!(session, plugin = %name, "plugin kept printing after its verdict; killed");
-            kill_group(&mut child);
-            let _ = child.wait().await;
-            return RunOutcome {
-                directives,
-                failure: None,
-            };
+    let failure = match read {
+        Ok(ReadEnd::Verdict) => {
+            after_verdict(&mut child, &mut stdout, deadline, &name, session).await
         }
-        Err(_) => Some(Failure::Timeout),
-    };
-    if failure.is_some() {
-        kill_group(&mut child);
-    }
-    match tokio::time::timeout_at(deadline, child.wait()).await {
-        Ok(Ok(status)) => {
-            if failure.is_none() {
-                if status.signal().is_some() {
-                    failure = Some(Failure::Crashed);
-                } else if status.code() == Some(120) {
-                    failure = Some(Failure::CantExecute);
+        Ok(ReadEnd::Eof) => {
+            drop(stdout);
+            match tokio::time::timeout_at(deadline, child.wait()).await {
+                Ok(status) => status_failure(status),
+                Err(_) => {
+                    kill_group(&mut child);
+                    let _ = child.wait().await;
+                    Some(Failure::Timeout)
                 }
             }
         }
-        Ok(Err(e)) => {
-            tracing::error!(session, plugin = %name, error = %e, "waiting for plugin failed");
-            failure.get_or_insert(Failure::Crashed);
+        Ok(ReadEnd::Failed(f)) => {
+            kill_group(&mut child);
+            let _ = child.wait().await;
+            Some(f)
         }
         Err(_) => {
             kill_group(&mut child);
             let _ = child.wait().await;
-            failure.get_or_insert(Failure::Timeout);
+            Some(Failure::Timeout)
         }
-    }
+    };
     if let Some(f) = failure {
         tracing::warn!(session, plugin = %name, failure = f.reason(), "plugin failed");
     }
@@ -160,18 +156,84 @@ pub async fn run(
     }
 }
 
-/// How reading a plugin's stdout ended.
-enum ReadEnd {
-    /// End of output.
-    Eof,
-    /// The output broke the limits before a verdict.
-    Failed(Failure),
-    /// A verdict was given, then more than [`MAX_OUTPUT`] bytes followed.
-    ChatterAfterVerdict,
+/// `now + timeout`, or a far-away instant if that overflows.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
 }
 
-/// Reads stdout: directives up to the first terminating one (appended to
-/// `directives`, so they survive a timeout), then drains, bounded, to EOF.
+/// After the verdict: discard further output (bounded) until the plugin
+/// exits. Its exit status still counts (crash, 120); output beyond the
+/// limit or the deadline only gets it killed: the verdict stands.
+async fn after_verdict(
+    child: &mut Child,
+    stdout: &mut (impl AsyncRead + Unpin),
+    deadline: Instant,
+    name: &str,
+    session: &str,
+) -> Option<Failure> {
+    let mut buf = [0u8; 4096];
+    let mut drained = 0usize;
+    let mut eof = false;
+    loop {
+        tokio::select! {
+            status = child.wait() => return status_failure(status),
+            r = stdout.read(&mut buf), if !eof => match r {
+                Ok(0) | Err(_) => eof = true,
+                Ok(n) => {
+                    drained += n;
+                    if drained > MAX_OUTPUT {
+                        tracing::warn!(session, plugin = %name, "plugin kept printing after its verdict; killed");
+                        break;
+                    }
+                }
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(session, plugin = %name, "plugin still running after its verdict at the deadline; killed");
+                break;
+            }
+        }
+    }
+    kill_group(child);
+    let _ = child.wait().await;
+    None
+}
+
+/// The failure an exit status means: killed by a signal, or 120.
+fn status_failure(status: std::io::Result<std::process::ExitStatus>) -> Option<Failure> {
+    match status {
+        Ok(s) if s.signal().is_some() => Some(Failure::Crashed),
+        Ok(s) if s.code() == Some(120) => Some(Failure::CantExecute),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "waiting for a child failed");
+            Some(Failure::Crashed)
+        }
+    }
+}
+
+/// Errors that mean "no process could be created" (as opposed to "the
+/// program could not be executed").
+pub fn is_resource_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAGAIN | libc::ENOMEM | libc::EMFILE | libc::ENFILE)
+    )
+}
+
+/// How reading a plugin's stdout ended.
+enum ReadEnd {
+    /// End of output without a terminating command.
+    Eof,
+    /// A terminating command was read (it is the last directive).
+    Verdict,
+    /// The output broke the limits before a verdict.
+    Failed(Failure),
+}
+
+/// Reads directives up to the first terminating one (appended to
+/// `directives`, so they survive a timeout) or EOF.
 async fn read_directives(
     out: &mut (impl AsyncRead + Unpin),
     directives: &mut Vec<Directive>,
@@ -179,20 +241,11 @@ async fn read_directives(
     let mut pending: Vec<u8> = Vec::new();
     let mut total = 0usize;
     let mut buf = [0u8; 4096];
-    let mut terminated = false;
-    let mut drained = 0usize;
     loop {
         let n = match out.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if terminated {
-            drained += n;
-            if drained > MAX_OUTPUT {
-                return ReadEnd::ChatterAfterVerdict;
-            }
-            continue;
-        }
         total += n;
         if total > MAX_OUTPUT {
             return ReadEnd::Failed(Failure::TooMuchOutput);
@@ -203,26 +256,19 @@ async fn read_directives(
         let mut start = 0;
         while let Some(off) = pending[from..].iter().position(|&b| b == b'\n') {
             let lf = from + off;
-            let line = &pending[start..lf];
-            start = lf + 1;
-            from = start;
-            if push_line(line, directives) {
-                terminated = true;
-                break;
+            if push_line(&pending[start..lf], directives) {
+                return ReadEnd::Verdict;
             }
             if directives.len() > MAX_DIRECTIVES {
                 return ReadEnd::Failed(Failure::TooMuchOutput);
             }
+            start = lf + 1;
+            from = start;
         }
-        if terminated {
-            drained = pending.len() - start;
-            pending.clear();
-        } else {
-            pending.drain(..start);
-        }
+        pending.drain(..start);
     }
-    if !terminated && !pending.is_empty() {
-        push_line(&pending, directives);
+    if !pending.is_empty() && push_line(&pending, directives) {
+        return ReadEnd::Verdict;
     }
     ReadEnd::Eof
 }
@@ -266,7 +312,7 @@ async fn log_stderr(mut err: impl AsyncRead + Unpin, plugin: String, session: St
         for &b in &buf[..n] {
             if b == b'\n' {
                 logged += line.len();
-                tracing::info!(session, plugin = %plugin, "stderr: {}", String::from_utf8_lossy(&line));
+                tracing::info!(session, plugin = %plugin, "stderr: {}", line.escape_ascii());
                 line.clear();
             } else if line.len() < MAX_LOG_LINE {
                 line.push(b);
@@ -274,7 +320,7 @@ async fn log_stderr(mut err: impl AsyncRead + Unpin, plugin: String, session: St
         }
     }
     if !line.is_empty() && logged <= MAX_LOG_TOTAL {
-        tracing::info!(session, plugin = %plugin, "stderr: {}", String::from_utf8_lossy(&line));
+        tracing::info!(session, plugin = %plugin, "stderr: {}", line.escape_ascii());
     }
 }
 
@@ -319,6 +365,10 @@ mod tests {
         let mut after = b"N\n".to_vec();
         after.extend(vec![b'x'; MAX_OUTPUT]);
         let (d, failed) = read(&after).await;
-        assert_eq!((d, failed), (vec![Directive::Next], false));
+        assert_eq!(
+            (d, failed),
+            (vec![Directive::Next], false),
+            "output after the verdict is not parsed"
+        );
     }
 }

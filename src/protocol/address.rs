@@ -12,7 +12,8 @@ pub const MAX_ADDRESS_LEN: usize = 899;
 ///
 /// `local_ip` answers whether an IPv4 address belongs to this host and
 /// `localiphost` is the name that replaces such a literal (`None`: no
-/// replacement). Returns `None` when the address is too long.
+/// replacement). Returns `None` when the address (after that replacement)
+/// is too long. The input is a command line, so it is already bounded.
 pub fn parse(
     arg: &[u8],
     local_ip: impl Fn(Ipv4Addr) -> bool,
@@ -52,9 +53,6 @@ pub fn parse(
                 _ => addr.push(ch),
             }
         }
-        if addr.len() > MAX_ADDRESS_LEN {
-            return None;
-        }
     }
     if let Some(host) = localiphost {
         if let Some(at) = addr.iter().rposition(|&b| b == b'@') {
@@ -66,7 +64,8 @@ pub fn parse(
             }
         }
     }
-    Some(addr)
+    // Checked after the [ip] replacement, as qmail does.
+    (addr.len() <= MAX_ADDRESS_LEN).then_some(addr)
 }
 
 /// Reads `[a.b.c.d]` filling the whole input; components are decimal and
@@ -137,6 +136,17 @@ mod tests {
         for &(arg, want) in table {
             assert_eq!(p(arg).as_deref(), Some(want), "arg {arg:?}");
         }
+    }
+
+    #[test]
+    fn length_limit_applies_after_localiphost_replacement() {
+        // 890 + "@[127.0.0.1]" = 902 bytes written, 898 after replacement.
+        let short_after = format!("<{}@[127.0.0.1]>", "a".repeat(890));
+        assert_eq!(p(&short_after).map(|a| a.len()), Some(898));
+        // 880 + "@" + 20-byte localiphost = 901 bytes after replacement.
+        let long_after = format!("<{}@[0.0.0.0]>", "a".repeat(880));
+        let got = parse(long_after.as_bytes(), |_| true, Some(&[b'h'; 20]));
+        assert_eq!(got, None);
     }
 
     #[test]

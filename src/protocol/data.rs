@@ -37,11 +37,12 @@ pub struct DataDecoder {
     state: State,
     /// Still inside the header block (before the first empty line).
     in_header: bool,
-    /// Bytes of the current stored line seen so far (for hop matching).
+    /// Raw bytes of the current line seen so far (for hop matching).
     line_pos: usize,
-    /// The current line still matches `received` / `delivered`.
+    /// The current raw line still matches `received` / `delivered` / CRLF.
     maybe_received: bool,
     maybe_delivered: bool,
+    maybe_blank: bool,
     /// Received/Delivered header lines counted so far.
     pub hops: u32,
     /// Stored body bytes so far.
@@ -58,6 +59,7 @@ impl Default for DataDecoder {
             line_pos: 0,
             maybe_received: true,
             maybe_delivered: true,
+            maybe_blank: true,
             hops: 0,
             size: 0,
             bare_cr: false,
@@ -71,6 +73,9 @@ impl DataDecoder {
     /// `BareLf` the bytes after the returned offset are not part of the body.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Progress) {
         for (i, &ch) in input.iter().enumerate() {
+            if self.in_header {
+                self.count_hops(ch);
+            }
             match self.state {
                 State::LineStart => match ch {
                     b'\n' => return (i + 1, Progress::BareLf),
@@ -123,37 +128,39 @@ impl DataDecoder {
         }
     }
 
-    /// Stores one byte and updates size and hop counting.
+    /// Stores one byte.
     fn emit(&mut self, ch: u8, out: &mut Vec<u8>) {
         out.push(ch);
         self.size += 1;
-        if !self.in_header {
-            return;
-        }
-        if ch == b'\n' {
-            if self.line_pos == 0 {
+    }
+
+    /// Hop counting on the raw client bytes, as qmail does: header lines
+    /// starting with `received` or `delivered` (any case), up to the first
+    /// raw CRLF line. A dot-stuffed `.Received` line is not counted.
+    fn count_hops(&mut self, ch: u8) {
+        let lower = ch.to_ascii_lowercase();
+        let pos = self.line_pos;
+        if pos < 9 {
+            self.maybe_delivered &= b"delivered"[pos] == lower;
+            if self.maybe_delivered && pos == 8 {
+                self.hops = self.hops.saturating_add(1);
+            }
+            self.maybe_received &= b"received".get(pos) == Some(&lower);
+            if self.maybe_received && pos == 7 {
+                self.hops = self.hops.saturating_add(1);
+            }
+            self.maybe_blank &= b"\r\n".get(pos) == Some(&ch);
+            if self.maybe_blank && pos == 1 {
                 self.in_header = false;
             }
+            self.line_pos += 1;
+        }
+        if ch == b'\n' {
             self.line_pos = 0;
             self.maybe_received = true;
             self.maybe_delivered = true;
-            return;
+            self.maybe_blank = true;
         }
-        let lower = ch.to_ascii_lowercase();
-        let pos = self.line_pos;
-        if self.maybe_received {
-            self.maybe_received = b"received".get(pos) == Some(&lower);
-            if self.maybe_received && pos == 7 {
-                self.hops += 1;
-            }
-        }
-        if self.maybe_delivered {
-            self.maybe_delivered = b"delivered".get(pos) == Some(&lower);
-            if self.maybe_delivered && pos == 8 {
-                self.hops += 1;
-            }
-        }
-        self.line_pos += 1;
     }
 }
 
@@ -236,8 +243,8 @@ mod tests {
     }
 
     #[test]
-    fn dot_stuffed_header_line_counts() {
-        let (_, _, _, d) = run(b".Received: a\r\n.\r\n", 1);
+    fn dot_stuffed_header_line_is_not_counted() {
+        let (_, _, _, d) = run(b".Received: a\r\nReceived: b\r\n.\r\n", 1);
         assert_eq!(d.hops, 1);
     }
 }

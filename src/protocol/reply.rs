@@ -52,6 +52,8 @@ pub mod text {
         "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)";
     /// Message (or declared SIZE) larger than databytes.
     pub const TOO_BIG: &str = "552 sorry, that message size exceeds my databytes limit (#5.3.4)";
+    /// More recipients than one message may have.
+    pub const TOO_MANY_RCPTS: &str = "452 too many recipients (#4.5.3)";
     /// Too many Received:/Delivered-To: headers.
     pub const LOOPING: &str = "554 too many hops, this message is looping (#5.4.6)";
     /// The queue could not be started.

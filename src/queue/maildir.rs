@@ -94,9 +94,18 @@ impl MaildirJob {
         file.sync_all().await?;
         drop(file);
         let new_dir = self.dir.join("new");
-        tokio::fs::rename(tmp, new_dir.join(&self.name)).await?;
+        // Opened before the rename: once the message is in new/, the only
+        // step left must not need a new file descriptor.
         let dir = tokio::fs::File::open(&new_dir).await?;
-        dir.sync_all().await
+        let delivered = new_dir.join(&self.name);
+        tokio::fs::rename(tmp, &delivered).await?;
+        if let Err(e) = dir.sync_all().await {
+            // Not known to be durable: take it back, the client will retry
+            // (rather than answer 451 and deliver it twice).
+            let _ = tokio::fs::remove_file(&delivered).await;
+            return Err(e);
+        }
+        Ok(())
     }
 }
 

@@ -107,16 +107,18 @@ pub enum JobResult {
 
 impl Job {
     /// Starts a job. `Err` means the queue could not be started at all
-    /// (`451 qqt failure`).
+    /// (`451 qqt failure`). A queue program gets `limit` for each write and
+    /// for its exit, else it is killed (`451 qq timeout`).
     pub async fn start(
         backend: &Backend,
         env: &SessionEnv,
         home: &Path,
         envelope: &Envelope,
+        limit: std::time::Duration,
     ) -> std::io::Result<Job> {
         Ok(match backend {
             Backend::QmailQueue(program) => {
-                Job::Qmail(qmail_queue::QmailJob::start(program, env, home)?)
+                Job::Qmail(qmail_queue::QmailJob::start(program, env, home, limit)?)
             }
             Backend::Maildir(dir) => Job::Maildir(maildir::MaildirJob::start(dir, envelope).await?),
         })

@@ -5,6 +5,7 @@ use super::{Envelope, JobResult};
 use crate::session::env::SessionEnv;
 use std::path::Path;
 use std::process::Stdio;
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
@@ -18,12 +19,21 @@ pub struct QmailJob {
     stdin: Option<ChildStdin>,
     envelope: Option<pipe::Sender>,
     write_failed: bool,
+    /// Bound for each write and for the wait (`timeoutsmtpd`).
+    limit: Duration,
+    /// A write or the wait ran past `limit`: the program is killed.
+    stalled: bool,
 }
 
 impl QmailJob {
     /// Starts `program` with cwd `home` and the session's environment.
     /// Errors only when no process could be created at all.
-    pub fn start(program: &Path, env: &SessionEnv, home: &Path) -> std::io::Result<QmailJob> {
+    pub fn start(
+        program: &Path,
+        env: &SessionEnv,
+        home: &Path,
+        limit: Duration,
+    ) -> std::io::Result<QmailJob> {
         let (tx, rx) = pipe::pipe()?;
         let rx = rx.into_blocking_fd()?;
         let spawned = Command::new(program)
@@ -40,8 +50,10 @@ impl QmailJob {
                 child: Some(child),
                 envelope: Some(tx),
                 write_failed: false,
+                limit,
+                stalled: false,
             }),
-            Err(e) if is_resource_error(&e) => Err(e),
+            Err(e) if crate::plugin::runner::is_resource_error(&e) => Err(e),
             Err(e) => {
                 tracing::error!(program = %program.display(), error = %e, "cannot exec queue program");
                 Ok(QmailJob {
@@ -49,6 +61,8 @@ impl QmailJob {
                     stdin: None,
                     envelope: None,
                     write_failed: true,
+                    limit,
+                    stalled: false,
                 })
             }
         }
@@ -57,10 +71,13 @@ impl QmailJob {
     /// Writes message bytes to fd 0.
     pub async fn write(&mut self, data: &[u8]) {
         if let Some(stdin) = &mut self.stdin {
-            if stdin.write_all(data).await.is_err() {
-                self.write_failed = true;
-                self.stdin = None;
+            match tokio::time::timeout(self.limit, stdin.write_all(data)).await {
+                Ok(Ok(())) => return,
+                Ok(Err(_)) => {}
+                Err(_) => self.stalled = true,
             }
+            self.write_failed = true;
+            self.stdin = None;
         }
     }
 
@@ -74,18 +91,31 @@ impl QmailJob {
         let mut sent = false;
         if let (Some(mut tx), Some(env)) = (self.envelope.take(), envelope) {
             if !self.write_failed {
-                sent = tx.write_all(&envelope_bytes(env)).await.is_ok();
+                match tokio::time::timeout(self.limit, tx.write_all(&envelope_bytes(env))).await {
+                    Ok(r) => sent = r.is_ok(),
+                    Err(_) => self.stalled = true,
+                }
             }
         }
         let Some(mut child) = self.child else {
             return JobResult::Failed("451 unable to exec qq (#4.3.0)".into());
         };
         let pid = child.id().unwrap_or(0);
-        let status = match child.wait().await {
-            Ok(s) => s,
-            Err(e) => {
+        let waited = match self.stalled {
+            true => None,
+            false => tokio::time::timeout(self.limit, child.wait()).await.ok(),
+        };
+        let status = match waited {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
                 tracing::error!(error = %e, "waiting for the queue program failed");
                 return JobResult::Failed("451 qq waitpid surprise (#4.3.0)".into());
+            }
+            None => {
+                tracing::error!(pid, "queue program stalled; killed");
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return JobResult::Failed(reply_for_exit(52).into());
             }
         };
         match status.code() {
@@ -101,14 +131,6 @@ impl QmailJob {
             Some(code) => JobResult::Failed(reply_for_exit(code).into()),
         }
     }
-}
-
-/// Errors that mean "could not create a process" rather than "exec failed".
-fn is_resource_error(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EAGAIN | libc::ENOMEM | libc::EMFILE | libc::ENFILE)
-    )
 }
 
 /// The envelope as qmail-queue reads it on fd 1.

@@ -56,7 +56,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 Backend::select(self.cfg.control.queue.as_ref(), &self.env, &self.cfg.home)
             })
             .clone();
-        let mut job = match Job::start(&backend, &self.env, &self.cfg.home, &envelope).await {
+        let limit = self.cfg.control.timeout;
+        let mut job = match Job::start(&backend, &self.env, &self.cfg.home, &envelope, limit).await
+        {
             Ok(job) => job,
             Err(e) => {
                 tracing::error!(session = %self.id, error = %e, backend = ?backend, "cannot start queue");
@@ -96,9 +98,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         };
         tracing::info!(
             session = %self.id,
-            client = %String::from_utf8_lossy(&self.client.remote_ip),
-            helo = %String::from_utf8_lossy(&self.helo),
-            from = %String::from_utf8_lossy(&envelope.sender),
+            client = %self.client.remote_ip.escape_ascii(),
+            helo = %self.helo.escape_ascii(),
+            from = %envelope.sender.escape_ascii(),
             rcpts = envelope.recipients.len(),
             size = decoder.size,
             ms = started.elapsed().as_millis() as u64,

@@ -8,6 +8,11 @@ use crate::plugin::directive::{Directive, Queued};
 use crate::plugin::runner::{self, RunLimits};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// Most bytes of `H` headers, and of queued texts of each kind, that a
+/// session keeps: a client repeating a command cannot make them grow
+/// without bound.
+pub const MAX_PENDING: usize = 64 * 1024;
+
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// Runs the plugins of `hook` in order until one gives a verdict.
     /// `address` is the MAIL/RCPT address that `C` may replace.
@@ -47,12 +52,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     Directive::Drop => return Verdict::Disconnect,
                     Directive::Print(t) => self.io.reply(t),
                     Directive::Header(t) => {
-                        self.spp.headers.extend_from_slice(&t);
-                        self.spp.headers.push(b'\n');
+                        if self.spp.headers.len() + t.len() < MAX_PENDING {
+                            self.spp.headers.extend_from_slice(&t);
+                            self.spp.headers.push(b'\n');
+                        } else {
+                            tracing::warn!(session = %self.id, "header block full; H line dropped");
+                        }
                     }
                     Directive::SetEnv(t) => {
                         if !self.env.apply_assignment(&t) {
-                            tracing::warn!(session = %self.id, plugin = %String::from_utf8_lossy(&plugin.line),
+                            tracing::warn!(session = %self.id, plugin = %plugin.line.escape_ascii(),
                                 "S with an empty name ignored");
                         }
                     }
@@ -68,11 +77,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                             *addr = new;
                         }
                     }
-                    Directive::Queue(kind, t) => match kind {
-                        Queued::Mail => self.spp.queued_mail.push(t),
-                        Queued::Rcpt => self.spp.queued_rcpt.push(t),
-                        Queued::Data => self.spp.queued_data.push(t),
-                    },
+                    Directive::Queue(kind, t) => {
+                        let queue = match kind {
+                            Queued::Mail => &mut self.spp.queued_mail,
+                            Queued::Rcpt => &mut self.spp.queued_rcpt,
+                            Queued::Data => &mut self.spp.queued_data,
+                        };
+                        if queue.iter().map(Vec::len).sum::<usize>() + t.len() < MAX_PENDING {
+                            queue.push(t);
+                        } else {
+                            tracing::warn!(session = %self.id, "queued replies full; L line dropped");
+                        }
+                    }
                 }
             }
             if let Some(failure) = outcome.failure {

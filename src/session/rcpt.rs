@@ -7,6 +7,9 @@ use crate::plugin::directive::Queued;
 use crate::protocol::reply::text;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// Most recipients of one message (RFC 5321 asks for at least 100).
+pub const MAX_RECIPIENTS: usize = 10_000;
+
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// RCPT TO:<address>
     pub(crate) async fn rcpt(&mut self, arg: Vec<u8>) -> Flow {
@@ -18,11 +21,29 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             self.io.reply(text::SYNTAX);
             return Flow::Continue;
         };
+        if self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.recipients.len() >= MAX_RECIPIENTS)
+        {
+            self.io.reply(text::TOO_MANY_RCPTS);
+            return Flow::Continue;
+        }
         if self.bad_sender {
             self.io.reply(text::BADMAILFROM);
             return Flow::Continue;
         }
-        let allowed = self.client.relay_client.is_some() || self.cfg.control.rcpt_allowed(&addr);
+        let allowed = match self.client.relay_client.is_some() {
+            true => true,
+            false => match self.cfg.control.rcpt_allowed(&addr) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(session = %self.id, error = %e, "rcpthosts lookup failed");
+                    self.io.reply(text::UNREADABLE_CONTROLS);
+                    return Flow::Close(1);
+                }
+            },
+        };
         if self.send_queued(Queued::Rcpt) {
             return Flow::Continue;
         }

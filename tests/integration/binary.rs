@@ -378,3 +378,62 @@ fn serve_a_waiting_plugin_does_not_block_other_sessions() {
     assert_eq!(l, "250 mx.ref.test\r\n");
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+#[test]
+fn client_bytes_cannot_forge_log_lines() {
+    let home = TestHome::new();
+    let out = stdio(
+        &home,
+        TCPENV,
+        b"HELO h\0INFO forged helo line\r\nMAIL FROM:<a@b\0ERROR forged sender>\r\nRCPT TO:<x@ref.test>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n",
+    );
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(out.stderr.contains("message"), "{}", out.stderr);
+    for line in out.stderr.lines() {
+        assert!(
+            !line.starts_with("INFO forged") && !line.starts_with("ERROR forged"),
+            "forged line: {line}"
+        );
+    }
+    assert!(
+        out.stderr.contains("h\\nINFO forged helo line"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn stalled_queue_program_is_killed_and_the_reply_is_451_qq_timeout() {
+    let home = TestHome::new();
+    home.control("timeoutsmtpd", "2\n");
+    let q = home.write(
+        "bin/qmail-queue",
+        "#!/bin/sh\necho $$ > qq.pid\nexec sleep 300\n",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut input = b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@ref.test>\r\nDATA\r\n".to_vec();
+    for _ in 0..4000 {
+        input.extend_from_slice(
+            b"0123456789012345678901234567890123456789012345678901234567890123456789\r\n",
+        );
+    }
+    input.extend_from_slice(b".\r\nQUIT\r\n");
+    let out = stdio(&home, TCPENV, &input);
+    assert_eq!(
+        out.lines()[4],
+        "451 qq timeout (#4.3.0)",
+        "{:?}",
+        out.lines()
+    );
+    assert_eq!(out.lines()[5], "221 mx.ref.test");
+    let pid: u32 = std::fs::read_to_string(home.dir().join("qq.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        !process::process_exists(pid),
+        "queue program {pid} left behind"
+    );
+}

@@ -221,3 +221,56 @@ async fn no_zombies_after_many_plugin_runs() {
         );
     }
 }
+
+#[tokio::test]
+async fn background_job_holding_stdout_does_not_delay_or_override_the_verdict() {
+    let home = TestHome::new();
+    home.control("plugintimeout", "5\n");
+    // The plugin exits at once; its background child keeps stdout open.
+    let rel = home.plugin(
+        "bg",
+        "#!/bin/sh\necho N\n(echo $$ > /dev/null; exec sleep 300) &\necho $! > bg.pid\nexit 0\n",
+    );
+    let mut s = mail_hook_session(&home, &rel).await;
+    let started = Instant::now();
+    s.cmd("MAIL FROM:<a@b.test>").await.all(&["250 ok"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited for the background job"
+    );
+    session_goes_on(&mut s).await;
+    // The background job is the plugin's own business; clean it up.
+    let pid: i32 = std::fs::read_to_string(home.dir().join("bg.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::process::Command::new("kill")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn plugin_running_past_the_deadline_after_its_verdict_is_killed_and_the_verdict_stands() {
+    let home = TestHome::new();
+    home.control("plugintimeout", "1\n");
+    let rel = home.plugin(
+        "late",
+        "#!/bin/sh\necho $$ > late.pid\necho 'E550 no thanks'\nexec sleep 300\n",
+    );
+    let mut s = mail_hook_session(&home, &rel).await;
+    s.cmd("MAIL FROM:<a@b.test>").await.all(&["550 no thanks"]);
+    assert_gone(&home, &["late.pid"]);
+    // Exactly one reply per command: the next one is NOOP's.
+    session_goes_on(&mut s).await;
+}
+
+#[tokio::test]
+async fn huge_plugintimeout_is_clamped_not_a_crash() {
+    let home = TestHome::new();
+    home.control("plugintimeout", "99999999999999999999\n");
+    let rel = home.plugin("ok", "#!/bin/sh\necho E551 fine\n");
+    let mut s = mail_hook_session(&home, &rel).await;
+    s.cmd("MAIL FROM:<a@b.test>").await.all(&["551 fine"]);
+}

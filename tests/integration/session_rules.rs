@@ -3308,3 +3308,72 @@ async fn numeric_control_files_use_their_leading_digits() {
         .await
         .all(&["250-mx.ref.test", "250-PIPELINING", "250 8BITMIME"]);
 }
+
+// ---------------------------------------------------------------------------
+// Robustness rules (DESIGN §3, §5 and review findings)
+
+#[tokio::test]
+async fn dot_stuffed_received_lines_are_not_hops() {
+    // qmail counts hops on the raw client bytes: `..Received` is not a hop.
+    let home = TestHome::new();
+    let mut s = start(&home).await;
+    let body = format!("{}\r\nbody\r\n", "..Received: from x\r\n".repeat(100));
+    let r = s.mail("a@x.test", &["bob@ref.test"], &body).await;
+    assert!(r.last().starts_with("250 ok "), "{:?}", r.lines);
+    let stored = strip_received_date(&home.maildir()[0]);
+    assert!(stored.contains("\n.Received: from x\n"), "{stored}");
+}
+
+#[tokio::test]
+async fn unreadable_morercpthosts_cdb_gets_421_not_a_permanent_refusal() {
+    let home = TestHome::new();
+    // A truncated cdb: lookups fail.
+    home.control("morercpthosts.cdb", [0u8; 100]);
+    let mut s = start(&home).await;
+    s.cmd("MAIL FROM:<a@x.test>").await.code(250);
+    // rcpthosts itself answers without the cdb.
+    s.cmd("RCPT TO:<bob@ref.test>").await.all(&["250 ok"]);
+    s.cmd("RCPT TO:<bob@more.test>").await.all(&[UNREADABLE]);
+    assert_eq!(s.closed().await, 1);
+}
+
+#[tokio::test]
+async fn recipients_are_capped_at_ten_thousand() {
+    let home = TestHome::new();
+    let mut s = start(&home).await;
+    s.cmd("MAIL FROM:<a@x.test>").await.code(250);
+    let batch: String = (0..10_000)
+        .map(|i| format!("RCPT TO:<u{i}@ref.test>\r\n"))
+        .collect();
+    s.send(batch).await;
+    for _ in 0..10_000 {
+        assert_eq!(s.line().await, "250 ok");
+    }
+    s.cmd("RCPT TO:<one-more@ref.test>")
+        .await
+        .all(&["452 too many recipients (#4.5.3)"]);
+    s.cmd("DATA").await.all(&[GO_AHEAD]);
+    let r = s.body("x\r\n").await;
+    assert!(r.last().starts_with("250 ok "), "{:?}", r.lines);
+}
+
+#[tokio::test]
+async fn pending_header_block_is_bounded() {
+    // A [helo] plugin adds a 1 KiB header; a client repeating EHLO cannot
+    // grow the block beyond 64 KiB.
+    let home = TestHome::new();
+    let long = "x".repeat(1000);
+    home.smtpplugins(&format!(
+        "[h]\n{}\n",
+        printing(&home, "hdr", &format!("HX-Long: {long}\\n"))
+    ));
+    let mut s = start(&home).await;
+    for _ in 0..100 {
+        s.cmd("HELO c.test").await.code(250);
+    }
+    let r = s.mail("a@x.test", &["bob@ref.test"], "body\r\n").await;
+    assert!(r.last().starts_with("250 ok "), "{:?}", r.lines);
+    let stored = String::from_utf8(home.maildir()[0].clone()).unwrap();
+    let n = stored.matches("X-Long: ").count();
+    assert!(n > 0 && n < 66, "{n} headers kept");
+}
