@@ -2,7 +2,6 @@
 
 use clap::{Parser, Subcommand};
 use spp_smtpd::{config, logging, net};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// An SMTP server whose policy lives in small external programs
@@ -23,11 +22,7 @@ enum Mode {
     /// One SMTP session on stdin/stdout (tcpserver, inetd, systemd Accept=yes).
     Stdio,
     /// The daemon: listen and serve many sessions.
-    Serve {
-        /// Address to listen on (repeatable).
-        #[arg(long = "listen", default_value = net::daemon::DEFAULT_LISTEN)]
-        listen: Vec<SocketAddr>,
-    },
+    Serve(net::settings::ServeArgs),
     /// Validate control files and plugins; print file:line problems.
     Check {
         /// Check this plugin file instead of control/smtpplugins.
@@ -41,7 +36,7 @@ fn main() {
     logging::init();
     let code = match cli.mode {
         Mode::Stdio => net::stdio::run(&cli.home),
-        Mode::Serve { listen } => net::daemon::run(&cli.home, &listen),
+        Mode::Serve(args) => net::daemon::run(&cli.home, &args),
         Mode::Check { plugins } => {
             let problems = config::check::check(&cli.home, plugins.as_deref());
             for p in &problems {

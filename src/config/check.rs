@@ -84,6 +84,7 @@ pub fn check(home: &Path, sppconffile: Option<&Path>) -> Vec<ConfigError> {
         .map(|p| home.join(p))
         .unwrap_or_else(|| c.join("smtpplugins"));
     check_plugins(home, &plugins, &mut problems);
+    problems.extend(crate::net::settings::check(home));
     problems
 }
 

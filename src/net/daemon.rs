@@ -1,18 +1,30 @@
-//! `spp-smtpd serve`: listens on TCP and runs one session task per
-//! connection, each with the environment tcpserver would have given it.
+//! `spp-smtpd serve`: the event-driven daemon. One task per connection,
+//! each session with the environment tcpserver would have given it (plus
+//! the variables of its access rule), shared limits, SIGHUP reload of a
+//! validated snapshot, and a graceful SIGTERM/SIGINT shutdown.
 
-use crate::config::Config;
+use super::io_limits;
+use super::rules::Rules;
+use super::settings::{DaemonSettings, ServeArgs};
+use crate::config::{Config, ConfigError};
 use crate::session::env::SessionEnv;
-use crate::session::Session;
-use std::net::SocketAddr;
-use std::path::Path;
+use crate::session::io::RunState;
+use crate::session::{Session, SessionControls};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
 
-/// The default listening address.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:2525";
+/// Exit status for a configuration error (sysexits' EX_CONFIG): a
+/// supervisor should not restart in a loop.
+pub const EXIT_CONFIG: i32 = 78;
+/// Exit status when the listeners cannot be set up.
+pub const EXIT_LISTEN: i32 = 1;
 
 /// Variables a connection's environment never inherits from the daemon's.
 const PER_CONNECTION: [&str; 8] = [
@@ -26,8 +38,118 @@ const PER_CONNECTION: [&str; 8] = [
     "TCPREMOTEINFO",
 ];
 
+/// Variables that, set in the daemon's own environment, apply to every
+/// client (as with tcpserver); worth a warning.
+const SESSION_POLICY: [&str; 4] = ["RELAYCLIENT", "NOSPP", "SPPCONFFILE", "DATABYTES"];
+
+/// Everything sessions read from files, replaced as a whole on SIGHUP.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Control files and plugins.
+    pub config: Arc<Config>,
+    /// Access rules (empty: every client allowed, no variables).
+    pub rules: Arc<Rules>,
+}
+
+impl Snapshot {
+    /// Loads and validates a snapshot. `strict` also refuses an unreadable
+    /// `smtpplugins` (used for reloads, so a broken file keeps the old one).
+    pub fn load(
+        home: &Path,
+        settings: &DaemonSettings,
+        strict: bool,
+    ) -> Result<Snapshot, Vec<String>> {
+        let mut errors = Vec::new();
+        let config = Config::load(home)
+            .map_err(|e| errors.push(e.to_string()))
+            .ok();
+        if let Some(Err(e)) = config.as_ref().map(|c| &c.default_plugins) {
+            if strict {
+                errors.push(e.to_string());
+            } else {
+                tracing::warn!("{e}: sessions without NOSPP or SPPCONFFILE will get 421");
+            }
+        }
+        let rules = settings
+            .load_rules()
+            .map_err(|errs| errors.extend(errs.iter().map(ConfigError::to_string)))
+            .ok();
+        match (config, rules) {
+            (Some(config), Some(rules)) if errors.is_empty() => Ok(Snapshot {
+                config: Arc::new(config),
+                rules: Arc::new(rules),
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// State shared by the accept loops and sessions.
+struct Shared {
+    settings: DaemonSettings,
+    /// One permit per connection (global limit).
+    conn_slots: Arc<Semaphore>,
+    /// Connections per client address.
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// Plugin processes running at once.
+    plugin_slots: Arc<Semaphore>,
+    /// The daemon's environment without per-connection variables.
+    base_env: SessionEnv,
+    /// The current snapshot.
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// Running / draining / stopping.
+    state: watch::Receiver<RunState>,
+    /// Session tasks, awaited at shutdown.
+    tracker: TaskTracker,
+    /// Session ids.
+    counter: AtomicU64,
+}
+
 /// Runs the daemon until SIGTERM or SIGINT; returns the exit status.
-pub fn run(home: &Path, listen: &[SocketAddr]) -> i32 {
+pub fn run(home: &Path, args: &ServeArgs) -> i32 {
+    let home = std::path::absolute(home).unwrap_or_else(|_| PathBuf::from(home));
+    let settings = match DaemonSettings::resolve(&home, args) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in errors {
+                tracing::error!("{e}");
+            }
+            return EXIT_CONFIG;
+        }
+    };
+    let snapshot = match Snapshot::load(&home, &settings, false) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in errors {
+                tracing::error!("{e}");
+            }
+            return EXIT_CONFIG;
+        }
+    };
+    let open_files = io_limits::raise_open_files_limit();
+    let capacity = open_files.saturating_sub(64 + 3 * settings.max_plugins as u64);
+    tracing::info!(
+        open_files,
+        capacity,
+        max_connections = settings.max_connections,
+        "connection capacity"
+    );
+    if (settings.max_connections as u64) > capacity {
+        tracing::warn!(
+            "max-connections {} exceeds what the open-files limit allows (about {capacity})",
+            settings.max_connections
+        );
+    }
+    let mut listeners = Vec::new();
+    for addr in &settings.listen {
+        match bind(*addr) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot listen");
+                return EXIT_LISTEN;
+            }
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -38,88 +160,286 @@ pub fn run(home: &Path, listen: &[SocketAddr]) -> i32 {
             return 1;
         }
     };
-    let code = rt.block_on(serve(home, listen));
+    let code = rt.block_on(serve(home, settings, snapshot, listeners));
     rt.shutdown_timeout(Duration::from_secs(1));
     code
 }
 
-async fn serve(home: &Path, listen: &[SocketAddr]) -> i32 {
-    let cfg = match Config::load(home) {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            tracing::error!("configuration error: {e}");
-            return 1;
-        }
-    };
-    if let Err(e) = &cfg.default_plugins {
-        tracing::warn!("{e}: sessions without NOSPP or SPPCONFFILE will get 421");
+/// Binds a listening socket (SO_REUSEADDR, backlog 1024, non-blocking).
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind(addr)?;
+    // SAFETY: listen() on our own listening socket only changes its backlog.
+    if unsafe { libc::listen(listener.as_raw_fd(), 1024) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    let mut base = SessionEnv::from_process();
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+async fn serve(
+    home: PathBuf,
+    settings: DaemonSettings,
+    snapshot: Snapshot,
+    listeners: Vec<std::net::TcpListener>,
+) -> i32 {
+    let mut base_env = SessionEnv::from_process();
     for name in PER_CONNECTION {
-        base.remove(name);
+        base_env.remove(name);
     }
-    let base = Arc::new(base);
-    let counter = Arc::new(AtomicU64::new(0));
-    for addr in listen {
-        let listener = match TcpListener::bind(addr).await {
+    for name in SESSION_POLICY {
+        if base_env.contains(name) {
+            tracing::warn!("{name} is set in the daemon's environment: it applies to every client");
+        }
+    }
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(snapshot));
+    let (state_tx, state_rx) = watch::channel(RunState::Running);
+    let shared = Arc::new(Shared {
+        conn_slots: Arc::new(Semaphore::new(settings.max_connections)),
+        per_ip: Arc::new(Mutex::new(HashMap::new())),
+        plugin_slots: Arc::new(Semaphore::new(settings.max_plugins)),
+        settings,
+        base_env,
+        snapshots: snap_rx,
+        state: state_rx,
+        tracker: TaskTracker::new(),
+        counter: AtomicU64::new(0),
+    });
+    let mut accept_tasks = Vec::new();
+    for l in listeners {
+        let listener = match TcpListener::from_std(l) {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!(%addr, error = %e, "cannot listen");
-                return 1;
+                tracing::error!(error = %e, "cannot use listener");
+                return EXIT_LISTEN;
             }
         };
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
-        tokio::spawn(accept_loop(
-            listener,
-            cfg.clone(),
-            base.clone(),
-            counter.clone(),
-        ));
+        accept_tasks.push(tokio::spawn(accept_loop(listener, shared.clone())));
     }
-    wait_for_shutdown().await;
-    tracing::info!("shutting down");
+    wait_for_stop(&home, &shared.settings, &snap_tx).await;
+    tracing::info!(
+        sessions = shared.tracker.len(),
+        "shutting down: no new connections"
+    );
+    let _ = state_tx.send(RunState::Draining);
+    for t in accept_tasks {
+        let _ = t.await;
+    }
+    shared.tracker.close();
+    let deadline = shared.settings.shutdown_deadline;
+    if tokio::time::timeout(deadline, shared.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            sessions = shared.tracker.len(),
+            "shutdown deadline passed: closing sessions"
+        );
+        let _ = state_tx.send(RunState::Stopping);
+        let _ = tokio::time::timeout(Duration::from_secs(5), shared.tracker.wait()).await;
+    }
+    tracing::info!("stopped");
     0
 }
 
-/// Accepts connections forever, backing off on errors (e.g. EMFILE).
-async fn accept_loop(
-    listener: TcpListener,
-    cfg: Arc<Config>,
-    base: Arc<SessionEnv>,
-    counter: Arc<AtomicU64>,
+/// Handles SIGHUP (reload) until SIGTERM or SIGINT arrives.
+async fn wait_for_stop(
+    home: &Path,
+    settings: &DaemonSettings,
+    snapshots: &watch::Sender<Arc<Snapshot>>,
 ) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        _ => {
+            tracing::error!("cannot install signal handlers");
+            return std::future::pending().await;
+        }
+    };
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let id = counter.fetch_add(1, Ordering::Relaxed).to_string();
-                tokio::spawn(session(stream, peer, cfg.clone(), base.clone(), id));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed; backing off");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => reload(home, settings, snapshots),
+        }
+    }
+}
+
+/// Loads a new snapshot; keeps the old one if anything is wrong.
+fn reload(home: &Path, settings: &DaemonSettings, snapshots: &watch::Sender<Arc<Snapshot>>) {
+    match Snapshot::load(home, settings, true) {
+        Ok(s) => {
+            snapshots.send_replace(Arc::new(s));
+            tracing::info!("reloaded configuration");
+        }
+        Err(errors) => {
+            for e in errors {
+                tracing::error!("reload refused, keeping the running configuration: {e}");
             }
         }
     }
 }
 
-/// Runs one connection's session.
-async fn session(
+/// Accepts connections until the daemon stops, backing off on errors
+/// (e.g. EMFILE) instead of spinning.
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut state = shared.state.clone();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        tokio::select! {
+            changed = state.changed() => {
+                if changed.is_err() || *state.borrow() != RunState::Running {
+                    return;
+                }
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    admit(stream, peer, &shared);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            },
+        }
+    }
+}
+
+/// A connection counted against its client address; released on drop.
+struct PerIpSlot {
+    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PerIpSlot {
+    /// Takes a slot for `ip` unless it already has `max`.
+    fn take(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<PerIpSlot> {
+        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PerIpSlot {
+            map: map.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerIpSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Applies the connection limits, then starts the session task.
+fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+    let ip = peer.ip().to_canonical();
+    let snapshot = shared.snapshots.borrow().clone();
+    let me = String::from_utf8_lossy(&snapshot.config.control.greeting).into_owned();
+    let Ok(conn): Result<OwnedSemaphorePermit, _> = shared.conn_slots.clone().try_acquire_owned()
+    else {
+        tracing::warn!(client = %ip, "connection limit reached; refused");
+        refuse(
+            &stream,
+            &format!("421 {me} too many connections, try again later (#4.3.2)"),
+        );
+        return;
+    };
+    let Some(slot) = PerIpSlot::take(&shared.per_ip, ip, shared.settings.max_per_ip) else {
+        tracing::warn!(client = %ip, "per-address connection limit reached; refused");
+        refuse(
+            &stream,
+            &format!("421 {me} too many connections from your address (#4.3.2)"),
+        );
+        return;
+    };
+    let id = shared.counter.fetch_add(1, Ordering::Relaxed).to_string();
+    let shared2 = shared.clone();
+    shared.tracker.spawn(async move {
+        connection(stream, peer, &shared2, snapshot, id).await;
+        drop((conn, slot));
+    });
+}
+
+/// Sends one line without waiting (the socket buffer of a new connection
+/// is empty) and closes.
+fn refuse(stream: &TcpStream, line: &str) {
+    let _ = stream.try_write(format!("{line}\r\n").as_bytes());
+}
+
+/// Runs one connection: access rule, environment, session.
+async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    cfg: Arc<Config>,
-    base: Arc<SessionEnv>,
+    shared: &Shared,
+    snapshot: Arc<Snapshot>,
     id: String,
 ) {
+    let started = Instant::now();
     let _ = stream.set_nodelay(true);
-    let local = match stream.local_addr() {
-        Ok(a) => a,
-        Err(_) => return,
+    let Ok(local) = stream.local_addr() else {
+        return;
     };
-    let env = connection_env(&base, local, peer);
+    let ip = peer.ip().to_canonical();
+    let remote_host: Option<String> = None;
+    let rule = snapshot.rules.find(ip, remote_host.as_deref());
+    if let Some(rule) = rule {
+        if !rule.allow {
+            tracing::info!(session = %id, client = %ip, rule_line = rule.lineno, "denied by rule");
+            return;
+        }
+    }
+    let mut env = connection_env(&shared.base_env, local, peer);
+    let local_name = shared
+        .settings
+        .local_name
+        .as_deref()
+        .map(|n| n.as_bytes().to_vec())
+        .or_else(|| snapshot.config.control.me.clone());
+    if let Some(name) = local_name {
+        env.set("TCPLOCALHOST", name);
+    }
+    if let Some(host) = &remote_host {
+        env.set("TCPREMOTEHOST", host);
+    }
+    if let Some(rule) = rule {
+        for (k, v) in &rule.vars {
+            env.set(k, v);
+        }
+    }
+    let controls = SessionControls {
+        plugin_slots: Some(shared.plugin_slots.clone()),
+        shutdown: Some(shared.state.clone()),
+        lifetime: Some(shared.settings.session_lifetime),
+    };
     let (r, w) = stream.into_split();
-    let start = std::time::Instant::now();
-    let code = Session::new(r, w, cfg, env, id.clone()).run().await;
-    tracing::info!(session = %id, client = %peer.ip().to_canonical(), code, ms = start.elapsed().as_millis() as u64, "connection closed");
+    let code = Session::new(r, w, snapshot.config.clone(), env, id.clone())
+        .with_controls(controls)
+        .run()
+        .await;
+    tracing::info!(
+        session = %id,
+        client = %ip,
+        port = peer.port(),
+        code,
+        ms = started.elapsed().as_millis() as u64,
+        "connection closed"
+    );
 }
 
 /// The tcpserver-style environment of one connection.
@@ -131,17 +451,4 @@ pub fn connection_env(base: &SessionEnv, local: SocketAddr, peer: SocketAddr) ->
     env.set("TCPREMOTEIP", peer.ip().to_canonical().to_string());
     env.set("TCPREMOTEPORT", peer.port().to_string());
     env
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn wait_for_shutdown() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

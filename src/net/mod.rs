@@ -2,6 +2,8 @@
 //! inetd) and [`daemon`] (the `serve` listener), plus [`localip`].
 
 pub mod daemon;
+pub mod io_limits;
 pub mod localip;
 pub mod rules;
+pub mod settings;
 pub mod stdio;

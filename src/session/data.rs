@@ -122,6 +122,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     async fn copy_body(&mut self, job: &mut Job, decoder: &mut DataDecoder) -> BodyEnd {
         let databytes = self.client.databytes;
         let mut chunk = Vec::with_capacity(8192);
+        self.io.busy = true;
         loop {
             if self.io.buffered().is_empty() {
                 if let Err(e) = self.io.fill().await {

@@ -31,7 +31,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             timeout: self.cfg.control.plugin_timeout,
         };
         for plugin in table.for_hook(hook) {
+            let _slot = match &self.plugin_slots {
+                Some(slots) => slots.clone().acquire_owned().await.ok(),
+                None => None,
+            };
             let outcome = runner::run(plugin, &self.env, &self.cfg.home, limits, &self.id).await;
+            drop(_slot);
             let mut verdict = None;
             for directive in outcome.directives {
                 match directive {

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// Longest command line accepted, without its CRLF (RFC 5321 says 512).
 pub const MAX_LINE: usize = 4096;
@@ -20,6 +22,31 @@ pub enum IoEnd {
     ReadTimeout,
     /// Output could not be written within `timeoutsmtpd`.
     WriteTimeout,
+    /// The daemon is shutting down and the session is not needed any more.
+    Shutdown,
+    /// The session reached its lifetime cap.
+    Lifetime,
+}
+
+/// What the daemon tells running sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Normal operation.
+    Running,
+    /// Shutting down: sessions outside a transaction close at their next
+    /// read; sessions in a transaction may finish it.
+    Draining,
+    /// The shutdown deadline passed: every session closes at its next read.
+    Stopping,
+}
+
+/// Reasons for a session to stop reading besides its client.
+#[derive(Debug, Default)]
+pub struct StopSignals {
+    /// The daemon's run state.
+    pub shutdown: Option<watch::Receiver<RunState>>,
+    /// When the session's lifetime ends.
+    pub deadline: Option<Instant>,
 }
 
 /// A command line read from the client.
@@ -41,6 +68,10 @@ pub struct SmtpIo<R, W> {
     out: Vec<u8>,
     /// `timeoutsmtpd`, for each read and each write.
     pub timeout: Duration,
+    /// Shutdown and lifetime signals (daemon mode).
+    pub stop: StopSignals,
+    /// The session is in a transaction: a drain lets it go on.
+    pub busy: bool,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> SmtpIo<R, W> {
@@ -54,6 +85,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> SmtpIo<R, W> {
             end: 0,
             out: Vec::new(),
             timeout,
+            stop: StopSignals::default(),
+            busy: false,
         }
     }
 
@@ -113,14 +146,19 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> SmtpIo<R, W> {
         if self.end == self.inbuf.len() {
             return Ok(());
         }
-        let read = self.reader.read(&mut self.inbuf[self.end..]);
-        match tokio::time::timeout(self.timeout, read).await {
-            Ok(Ok(0)) | Ok(Err(_)) => Err(IoEnd::Closed),
-            Ok(Ok(n)) => {
-                self.end += n;
-                Ok(())
-            }
-            Err(_) => Err(IoEnd::ReadTimeout),
+        let read =
+            tokio::time::timeout(self.timeout, self.reader.read(&mut self.inbuf[self.end..]));
+        let stop = wait_stop(&mut self.stop, self.busy);
+        tokio::select! {
+            r = read => match r {
+                Ok(Ok(0)) | Ok(Err(_)) => Err(IoEnd::Closed),
+                Ok(Ok(n)) => {
+                    self.end += n;
+                    Ok(())
+                }
+                Err(_) => Err(IoEnd::ReadTimeout),
+            },
+            end = stop => Err(end),
         }
     }
 
@@ -143,6 +181,36 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> SmtpIo<R, W> {
             }
             self.fill().await?;
         }
+    }
+}
+
+/// Resolves when the session must stop reading: its lifetime ended, or the
+/// daemon stops (or drains and the session is not `busy`).
+async fn wait_stop(stop: &mut StopSignals, busy: bool) -> IoEnd {
+    let deadline = stop.deadline;
+    let lifetime = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let shutdown = async {
+        let Some(rx) = &mut stop.shutdown else {
+            return std::future::pending().await;
+        };
+        loop {
+            let state = *rx.borrow_and_update();
+            if state == RunState::Stopping || (state == RunState::Draining && !busy) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = lifetime => IoEnd::Lifetime,
+        _ = shutdown => IoEnd::Shutdown,
     }
 }
 

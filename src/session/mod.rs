@@ -16,9 +16,11 @@ use crate::protocol::command::{Command, Verb};
 use crate::protocol::reply::text;
 use crate::queue::Backend;
 use env::SessionEnv;
-use io::{IoEnd, Line, SmtpIo};
+use io::{IoEnd, Line, RunState, SmtpIo};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{watch, Semaphore};
 
 /// What the command loop does after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +122,17 @@ impl ClientInfo {
     }
 }
 
+/// What the daemon adds to a session: shared limits and signals.
+#[derive(Debug, Default, Clone)]
+pub struct SessionControls {
+    /// Permits for running plugin processes (shared by all sessions).
+    pub plugin_slots: Option<Arc<Semaphore>>,
+    /// The daemon's run state (shutdown).
+    pub shutdown: Option<watch::Receiver<RunState>>,
+    /// The session's lifetime cap.
+    pub lifetime: Option<Duration>,
+}
+
 /// One SMTP session.
 pub struct Session<R, W> {
     /// The client connection.
@@ -142,6 +155,8 @@ pub struct Session<R, W> {
     pub(crate) spp: SppState,
     /// The queue backend, chosen at the first DATA.
     pub(crate) backend: Option<Backend>,
+    /// Permits for plugin processes, shared by the daemon's sessions.
+    pub(crate) plugin_slots: Option<Arc<Semaphore>>,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
@@ -159,7 +174,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             bad_sender: false,
             spp: SppState::default(),
             backend: None,
+            plugin_slots: None,
         }
+    }
+
+    /// Attaches the daemon's limits and signals.
+    pub fn with_controls(mut self, controls: SessionControls) -> Self {
+        self.plugin_slots = controls.plugin_slots;
+        self.io.stop.shutdown = controls.shutdown;
+        self.io.stop.deadline = controls
+            .lifetime
+            .and_then(|l| tokio::time::Instant::now().checked_add(l));
+        self
     }
 
     /// Runs the whole session; returns the exit status for stdio mode
@@ -202,6 +228,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// Reads and dispatches commands until the session ends.
     async fn command_loop(&mut self) -> i32 {
         loop {
+            self.io.busy = self.tx.is_some();
             let line = match self.io.read_line().await {
                 Ok(Line::Complete(l)) => l,
                 Ok(Line::TooLong) => {
@@ -216,12 +243,19 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
     }
 
-    /// Handles a broken or timed-out connection.
+    /// Handles a broken, timed-out or stopped connection.
     async fn io_ended(&mut self, end: IoEnd) -> i32 {
-        if end == IoEnd::ReadTimeout {
-            self.io.reply(text::TIMEOUT);
-            let _ = self.io.flush().await;
-        }
+        let greeting = String::from_utf8_lossy(&self.cfg.control.greeting).into_owned();
+        let last = match end {
+            IoEnd::ReadTimeout => text::TIMEOUT.to_string(),
+            IoEnd::Shutdown => {
+                format!("421 {greeting} service shutting down, try again later (#4.3.2)")
+            }
+            IoEnd::Lifetime => format!("421 {greeting} session too long, closing (#4.4.2)"),
+            IoEnd::Closed | IoEnd::WriteTimeout => return 1,
+        };
+        self.io.reply(last);
+        let _ = self.io.flush().await;
         1
     }
 

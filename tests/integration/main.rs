@@ -6,6 +6,7 @@ mod util;
 
 mod binary;
 mod check;
+mod daemon;
 mod examples;
 mod plugin_faults;
 mod session_rules;

@@ -158,17 +158,39 @@ impl Server {
 
     /// `spp-smtpd --home HOME serve --listen 127.0.0.1:PORT`.
     pub fn daemon(home: &TestHome, env: &[(&str, &str)]) -> Server {
+        Server::daemon_with(home, env, &[])
+    }
+
+    /// `serve` with extra arguments; its stderr goes to `HOME/daemon.log`.
+    pub fn daemon_with(home: &TestHome, env: &[(&str, &str)], args: &[&str]) -> Server {
         let port = free_port();
         let mut cmd = Command::new(bin());
         cmd.arg("--home")
             .arg(home.dir())
             .arg("serve")
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"));
-        Server::spawn(cmd, env, port)
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args);
+        let log = std::fs::File::create(home.dir().join("daemon.log")).unwrap();
+        Server::spawn_logging(cmd, env, port, Stdio::from(log))
     }
 
-    fn spawn(mut cmd: Command, env: &[(&str, &str)], port: u16) -> Server {
+    /// Sends a signal to the server (by its PID).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signals only the child we started, by its PID.
+        unsafe { libc_kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits (bounded) for the server to exit; returns its status.
+    pub fn wait_exit(mut self) -> i32 {
+        wait_bounded(&mut self.child, Duration::from_secs(60))
+    }
+
+    fn spawn(cmd: Command, env: &[(&str, &str)], port: u16) -> Server {
+        Server::spawn_logging(cmd, env, port, Stdio::null())
+    }
+
+    fn spawn_logging(mut cmd: Command, env: &[(&str, &str)], port: u16, stderr: Stdio) -> Server {
         cmd.env_clear()
             .env(
                 "PATH",
@@ -176,7 +198,7 @@ impl Server {
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -1,0 +1,414 @@
+//! The daemon's own settings: command-line flags, and the same keys in an
+//! optional INI file (`--config`, default `control/spp-smtpd.ini` if it
+//! exists). A flag given on the command line wins over the file.
+
+use crate::config::ConfigError;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default listening address of `serve`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:2525";
+
+/// Settings of `serve` as given on the command line (all optional, so the
+/// INI file can fill in what is missing).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// INI file with the same keys as these flags (default:
+    /// control/spp-smtpd.ini under the home, if it exists).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (repeatable; default 127.0.0.1:2525).
+    #[arg(long = "listen")]
+    pub listen: Vec<SocketAddr>,
+    /// TCPLOCALHOST for every session (default: control/me).
+    #[arg(long)]
+    pub local_name: Option<String>,
+    /// Look up TCPREMOTEHOST by reverse DNS (forward-confirmed).
+    #[arg(long)]
+    pub reverse_dns: bool,
+    /// DNS server for reverse lookups (ADDR:PORT; default: the system's).
+    #[arg(long)]
+    pub dns_server: Option<SocketAddr>,
+    /// Access rules in tcprules source format (default control/tcp.smtp if it exists).
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
+    /// Most connections at once; more get 421 and are closed.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Most connections at once from one client address.
+    #[arg(long)]
+    pub max_per_ip: Option<usize>,
+    /// Longest a session may last, in seconds; then 421.
+    #[arg(long)]
+    pub session_lifetime: Option<u64>,
+    /// Most plugin processes running at once across all sessions (others wait).
+    #[arg(long)]
+    pub max_plugins: Option<usize>,
+    /// Seconds sessions in a transaction get to finish after SIGTERM.
+    #[arg(long)]
+    pub shutdown_deadline: Option<u64>,
+}
+
+/// Validated settings of `serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonSettings {
+    /// Plain SMTP listeners.
+    pub listen: Vec<SocketAddr>,
+    /// TCPLOCALHOST given to sessions, if set (else `control/me`).
+    pub local_name: Option<String>,
+    /// Reverse DNS for TCPREMOTEHOST.
+    pub reverse_dns: bool,
+    /// The DNS server for reverse lookups.
+    pub dns_server: Option<SocketAddr>,
+    /// The rules file: given explicitly (must exist), or the default
+    /// `control/tcp.smtp` (used when it exists, looked for at every load).
+    pub rules: PathBuf,
+    /// The rules file was named explicitly.
+    pub rules_required: bool,
+    /// Global connection limit.
+    pub max_connections: usize,
+    /// Per-client-address connection limit.
+    pub max_per_ip: usize,
+    /// Session lifetime cap.
+    pub session_lifetime: Duration,
+    /// Concurrent plugin processes across all sessions.
+    pub max_plugins: usize,
+    /// Time sessions get to finish after SIGTERM.
+    pub shutdown_deadline: Duration,
+}
+
+/// Defaults, safe on a small machine.
+pub mod defaults {
+    /// Connections at once.
+    pub const MAX_CONNECTIONS: usize = 1000;
+    /// Connections from one address at once.
+    pub const MAX_PER_IP: usize = 20;
+    /// Session lifetime, seconds.
+    pub const SESSION_LIFETIME: u64 = 3600;
+    /// Plugin processes at once.
+    pub const MAX_PLUGINS: usize = 64;
+    /// Shutdown deadline, seconds.
+    pub const SHUTDOWN_DEADLINE: u64 = 30;
+}
+
+/// The keys an INI file may contain (the flag names without `--`).
+const KEYS: &[&str] = &[
+    "listen",
+    "local-name",
+    "reverse-dns",
+    "dns-server",
+    "rules",
+    "max-connections",
+    "max-per-ip",
+    "session-lifetime",
+    "max-plugins",
+    "shutdown-deadline",
+];
+
+impl DaemonSettings {
+    /// Merges the command line with the INI file (if any) under `home`.
+    /// Every problem in the file is reported with file:line.
+    pub fn resolve(home: &Path, args: &ServeArgs) -> Result<DaemonSettings, Vec<ConfigError>> {
+        let file = match &args.config {
+            Some(p) => Some(home.join(p)),
+            None => Some(home.join("control/spp-smtpd.ini")).filter(|p| p.exists()),
+        };
+        let ini = match &file {
+            Some(path) => IniValues::load(path)?,
+            None => IniValues::default(),
+        };
+        let mut errors = Vec::new();
+        let listen = if !args.listen.is_empty() {
+            args.listen.clone()
+        } else {
+            match ini.get("listen") {
+                Some((line, v)) => v
+                    .split([',', ' '])
+                    .filter(|s| !s.is_empty())
+                    .filter_map(|a| match a.parse() {
+                        Ok(addr) => Some(addr),
+                        Err(_) => {
+                            errors.push(ini.error(line, format!("listen: {a:?} is not ADDR:PORT")));
+                            None
+                        }
+                    })
+                    .collect(),
+                None => vec![DEFAULT_LISTEN.parse().expect("default address parses")],
+            }
+        };
+        let mut number = |key: &str, flag: Option<u64>, default: u64| -> u64 {
+            if let Some(v) = flag {
+                return v;
+            }
+            match ini.get(key) {
+                None => default,
+                Some((line, v)) => v.parse().unwrap_or_else(|_| {
+                    errors.push(ini.error(line, format!("{key}: {v:?} is not a number")));
+                    default
+                }),
+            }
+        };
+        let max_connections = number(
+            "max-connections",
+            args.max_connections.map(|v| v as u64),
+            defaults::MAX_CONNECTIONS as u64,
+        ) as usize;
+        let max_per_ip = number(
+            "max-per-ip",
+            args.max_per_ip.map(|v| v as u64),
+            defaults::MAX_PER_IP as u64,
+        ) as usize;
+        let session_lifetime = Duration::from_secs(number(
+            "session-lifetime",
+            args.session_lifetime,
+            defaults::SESSION_LIFETIME,
+        ));
+        let max_plugins = number(
+            "max-plugins",
+            args.max_plugins.map(|v| v as u64),
+            defaults::MAX_PLUGINS as u64,
+        ) as usize;
+        let shutdown_deadline = Duration::from_secs(number(
+            "shutdown-deadline",
+            args.shutdown_deadline,
+            defaults::SHUTDOWN_DEADLINE,
+        ));
+        let reverse_dns = args.reverse_dns
+            || match ini.get("reverse-dns") {
+                None => false,
+                Some((line, v)) => match v.to_ascii_lowercase().as_str() {
+                    "yes" | "true" | "on" | "1" => true,
+                    "no" | "false" | "off" | "0" => false,
+                    _ => {
+                        errors
+                            .push(ini.error(line, format!("reverse-dns: {v:?} is not yes or no")));
+                        false
+                    }
+                },
+            };
+        let dns_server = args.dns_server.or_else(|| {
+            let (line, v) = ini.get("dns-server")?;
+            v.parse()
+                .map_err(|_| {
+                    errors.push(ini.error(line, format!("dns-server: {v:?} is not ADDR:PORT")))
+                })
+                .ok()
+        });
+        let local_name = args
+            .local_name
+            .clone()
+            .or_else(|| ini.get("local-name").map(|(_, v)| v.to_string()));
+        let explicit_rules = args
+            .rules
+            .clone()
+            .or_else(|| ini.get("rules").map(|(_, v)| PathBuf::from(v)));
+        let rules_required = explicit_rules.is_some();
+        let rules = home.join(explicit_rules.unwrap_or_else(|| PathBuf::from("control/tcp.smtp")));
+        for (key, bad) in [
+            ("max-connections", max_connections == 0),
+            ("max-per-ip", max_per_ip == 0),
+            ("max-plugins", max_plugins == 0),
+            ("session-lifetime", session_lifetime.is_zero()),
+        ] {
+            if bad {
+                let line = ini.get(key).map(|(l, _)| l);
+                errors.push(match (&file, line) {
+                    (Some(_), Some(l)) => ini.error(l, format!("{key} must be at least 1")),
+                    _ => ConfigError::at(
+                        Path::new("command line"),
+                        None,
+                        format!("--{key} must be at least 1"),
+                    ),
+                });
+            }
+        }
+        errors.extend(ini.unknown_keys());
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(DaemonSettings {
+            listen,
+            local_name,
+            reverse_dns,
+            dns_server,
+            rules,
+            rules_required,
+            max_connections,
+            max_per_ip,
+            session_lifetime,
+            max_plugins,
+            shutdown_deadline,
+        })
+    }
+}
+
+/// Problems in the daemon's settings file and rules file, for `check`.
+pub fn check(home: &Path) -> Vec<ConfigError> {
+    match DaemonSettings::resolve(home, &ServeArgs::default()) {
+        Err(errors) => errors,
+        Ok(settings) => match settings.load_rules() {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors,
+        },
+    }
+}
+
+impl DaemonSettings {
+    /// Reads the rules file: an explicitly named one must exist; the
+    /// default one is optional (no file: every client allowed).
+    pub fn load_rules(&self) -> Result<super::rules::Rules, Vec<ConfigError>> {
+        if !self.rules_required && !self.rules.exists() {
+            return Ok(super::rules::Rules::default());
+        }
+        super::rules::Rules::load(&self.rules)
+    }
+}
+
+/// Key/value pairs of the INI file with their line numbers.
+#[derive(Debug, Default)]
+struct IniValues {
+    path: PathBuf,
+    values: Vec<(String, String, usize)>,
+}
+
+impl IniValues {
+    /// Reads the file with rust-ini (keys outside any section, or in a
+    /// `[serve]` section) and finds each key's line for messages.
+    fn load(path: &Path) -> Result<IniValues, Vec<ConfigError>> {
+        let text = std::fs::read_to_string(path).map_err(|e| vec![ConfigError::io(path, &e)])?;
+        let ini = ini::Ini::load_from_str(&text)
+            .map_err(|e| vec![ConfigError::at(path, Some(e.line), e.msg.to_string())])?;
+        let mut values = Vec::new();
+        let mut errors = Vec::new();
+        for (section, props) in ini.iter() {
+            if let Some(name) = section.filter(|s| *s != "serve") {
+                let line = line_of(&text, &format!("[{name}]"));
+                errors.push(ConfigError::at(
+                    path,
+                    line,
+                    format!("unknown section [{name}] (use [serve] or none)"),
+                ));
+                continue;
+            }
+            for (k, v) in props.iter() {
+                let line = line_of(&text, k).unwrap_or(0);
+                values.push((k.to_string(), v.trim().to_string(), line));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(IniValues {
+            path: path.to_path_buf(),
+            values,
+        })
+    }
+
+    /// The last value of `key`, with its line.
+    fn get(&self, key: &str) -> Option<(usize, &str)> {
+        self.values
+            .iter()
+            .rev()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, v, l)| (*l, v.as_str()))
+    }
+
+    /// A problem at `line` of the file.
+    fn error(&self, line: usize, msg: String) -> ConfigError {
+        ConfigError::at(&self.path, (line > 0).then_some(line), msg)
+    }
+
+    /// Keys that are not settings.
+    fn unknown_keys(&self) -> Vec<ConfigError> {
+        self.values
+            .iter()
+            .filter(|(k, _, _)| !KEYS.contains(&k.as_str()))
+            .map(|(k, _, l)| {
+                self.error(
+                    *l,
+                    format!("unknown key {k:?} (known: {})", KEYS.join(", ")),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The 1-based line where `needle` starts a line (after blanks), if any.
+fn line_of(text: &str, needle: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.starts_with(needle)
+                && l[needle.len()..]
+                    .trim_start()
+                    .chars()
+                    .next()
+                    .is_none_or(|c| c == '=' || c == ']' || needle.ends_with(']'))
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn home_with_ini(text: &str) -> PathBuf {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "spp-settings-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(dir.join("control")).unwrap();
+        std::fs::write(dir.join("control/spp-smtpd.ini"), text).unwrap();
+        dir
+    }
+
+    #[test]
+    fn defaults_without_file() {
+        let dir = home_with_ini("");
+        std::fs::remove_file(dir.join("control/spp-smtpd.ini")).unwrap();
+        let s = DaemonSettings::resolve(&dir, &ServeArgs::default()).unwrap();
+        assert_eq!(s.listen, vec![DEFAULT_LISTEN.parse().unwrap()]);
+        assert_eq!(s.max_connections, defaults::MAX_CONNECTIONS);
+        assert!(!s.reverse_dns);
+        assert!(!s.rules_required);
+        assert_eq!(s.load_rules().unwrap().0.len(), 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn file_values_and_flags_win() {
+        let dir = home_with_ini(
+            "# settings\nlisten = 127.0.0.1:2600, 127.0.0.2:2601\nmax-connections = 7\n[serve]\nreverse-dns = yes\nlocal-name = mx.test\n",
+        );
+        let s = DaemonSettings::resolve(&dir, &ServeArgs::default()).unwrap();
+        assert_eq!(s.listen.len(), 2);
+        assert_eq!(s.max_connections, 7);
+        assert!(s.reverse_dns);
+        assert_eq!(s.local_name.as_deref(), Some("mx.test"));
+        let args = ServeArgs {
+            max_connections: Some(9),
+            listen: vec!["127.0.0.1:1".parse().unwrap()],
+            ..Default::default()
+        };
+        let s = DaemonSettings::resolve(&dir, &args).unwrap();
+        assert_eq!((s.max_connections, s.listen.len()), (9, 1));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn every_bad_line_is_reported() {
+        let dir = home_with_ini("listen = nowhere\nmax-per-ip = many\nreverse-dns = perhaps\ncolour = blue\nmax-plugins = 0\n");
+        let errs = DaemonSettings::resolve(&dir, &ServeArgs::default()).unwrap_err();
+        let lines: Vec<Option<usize>> = errs.iter().map(|e| e.line).collect();
+        assert_eq!(
+            lines,
+            vec![Some(1), Some(2), Some(3), Some(5), Some(4)],
+            "{errs:?}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
