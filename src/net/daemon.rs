@@ -192,6 +192,7 @@ async fn serve(
             tracing::warn!("{name} is set in the daemon's environment: it applies to every client");
         }
     }
+    let base_env = base_env.flattened();
     let (snap_tx, snap_rx) = watch::channel(Arc::new(snapshot));
     let (state_tx, state_rx) = watch::channel(RunState::Running);
     let shared = Arc::new(Shared {

@@ -1,45 +1,64 @@
 //! The environment of one session: what tcpserver (or the daemon) gave it,
-//! plus everything plugins set with `S` and the `SMTP*` variables. It is a
-//! map owned by the session, never the process environment, and it is what
+//! plus everything plugins set with `S` and the `SMTP*` variables. It is
+//! owned by the session, never the process environment, and it is what
 //! every plugin and the queue program receive.
+//!
+//! The inherited part is shared (`Arc`) between sessions; each session
+//! keeps only its own changes, so thousands of sessions do not each copy
+//! the daemon's environment.
 
 use std::collections::BTreeMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::Arc;
 
-/// Environment variables of one session, as raw bytes.
+/// Variables as raw bytes.
+type Vars = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Environment variables of one session.
 #[derive(Debug, Clone, Default)]
-pub struct SessionEnv(BTreeMap<Vec<u8>, Vec<u8>>);
+pub struct SessionEnv {
+    /// The inherited variables, shared.
+    base: Arc<Vars>,
+    /// This session's changes: `Some` sets, `None` removes.
+    changes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
 
 impl SessionEnv {
     /// The current process environment (stdio mode, or the daemon's base).
     pub fn from_process() -> SessionEnv {
-        SessionEnv(
-            std::env::vars_os()
-                .map(|(k, v)| (k.into_vec(), v.into_vec()))
-                .collect(),
-        )
+        let vars = std::env::vars_os().map(|(k, v)| (k.into_vec(), v.into_vec())).collect();
+        SessionEnv { base: Arc::new(vars), changes: BTreeMap::new() }
+    }
+
+    /// A copy with the changes folded into a new shared base (for a base
+    /// that many sessions will clone).
+    pub fn flattened(&self) -> SessionEnv {
+        let vars = self.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+        SessionEnv { base: Arc::new(vars), changes: BTreeMap::new() }
     }
 
     /// The value of `name`, if set.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.0.get(name.as_bytes()).map(Vec::as_slice)
+        match self.changes.get(name.as_bytes()) {
+            Some(change) => change.as_deref(),
+            None => self.base.get(name.as_bytes()).map(Vec::as_slice),
+        }
     }
 
     /// Whether `name` is set (even to the empty string).
     pub fn contains(&self, name: &str) -> bool {
-        self.0.contains_key(name.as_bytes())
+        self.get(name).is_some()
     }
 
     /// Sets `name` to `value`.
     pub fn set(&mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        self.0
-            .insert(name.as_ref().to_vec(), value.as_ref().to_vec());
+        self.changes.insert(name.as_ref().to_vec(), Some(value.as_ref().to_vec()));
     }
 
     /// Removes `name`.
     pub fn remove(&mut self, name: impl AsRef<[u8]>) {
-        self.0.remove(name.as_ref());
+        self.changes.insert(name.as_ref().to_vec(), None);
     }
 
     /// Applies a plugin's `S` text: `NAME=value` sets NAME; a bare `NAME`
@@ -61,18 +80,20 @@ impl SessionEnv {
         }
     }
 
-    /// The variables as `OsStr` pairs, for spawning children.
-    pub fn iter_os(&self) -> impl Iterator<Item = (&OsStr, &OsStr)> {
-        self.0
+    /// All variables in name order, changes applied.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let changed = self.changes.iter().filter_map(|(k, v)| v.as_deref().map(|v| (k.as_slice(), v)));
+        let inherited = self
+            .base
             .iter()
-            .map(|(k, v)| (OsStr::from_bytes(k), OsStr::from_bytes(v)))
+            .filter(|(k, _)| !self.changes.contains_key(*k))
+            .map(|(k, v)| (k.as_slice(), v.as_slice()));
+        changed.chain(inherited)
     }
 
-    /// A copy as `OsString` pairs.
-    pub fn to_os_vec(&self) -> Vec<(OsString, OsString)> {
-        self.iter_os()
-            .map(|(k, v)| (k.to_os_string(), v.to_os_string()))
-            .collect()
+    /// The variables as `OsStr` pairs, for spawning children.
+    pub fn iter_os(&self) -> impl Iterator<Item = (&OsStr, &OsStr)> {
+        self.iter().map(|(k, v)| (OsStr::from_bytes(k), OsStr::from_bytes(v)))
     }
 }
 
@@ -93,5 +114,27 @@ mod tests {
         assert!(!e.apply_assignment(b""));
         e.remove("A");
         assert_eq!(e.get("A"), None);
+    }
+
+    #[test]
+    fn changes_overlay_a_shared_base() {
+        let mut base = SessionEnv::default();
+        base.set("KEEP", "1");
+        base.set("DROP", "2");
+        base.set("CHANGE", "3");
+        let base = base.flattened();
+        let mut a = base.clone();
+        a.remove("DROP");
+        a.set("CHANGE", "4");
+        a.set("NEW", "5");
+        let all: Vec<(String, String)> = a
+            .iter()
+            .map(|(k, v)| (String::from_utf8(k.to_vec()).unwrap(), String::from_utf8(v.to_vec()).unwrap()))
+            .collect();
+        let mut sorted = all.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![("CHANGE".into(), "4".into()), ("KEEP".into(), "1".into()), ("NEW".into(), "5".into())]);
+        assert_eq!(base.get("DROP"), Some(&b"2"[..]), "the shared base is untouched");
+        assert_eq!(base.get("CHANGE"), Some(&b"3"[..]));
     }
 }

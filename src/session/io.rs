@@ -10,8 +10,12 @@ use tokio::time::Instant;
 
 /// Longest command line accepted, without its CRLF (RFC 5321 says 512).
 pub const MAX_LINE: usize = 4096;
-/// Input buffer size: a full line plus room for pipelined commands.
+/// Largest input buffer: a full line plus room for pipelined commands.
 const INBUF: usize = MAX_LINE + 2048;
+/// Input buffer of an idle session; it grows (doubling, up to [`INBUF`])
+/// only while a long line or a pipelined batch is being read, and shrinks
+/// back once consumed, so idle connections stay small.
+const IDLE_INBUF: usize = 512;
 
 /// Why the connection cannot be used any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,13 +139,22 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> SmtpIo<R, W> {
     /// Flushes output, then reads more input (waiting at most `timeout`).
     pub async fn fill(&mut self) -> Result<(), IoEnd> {
         self.flush().await?;
-        if self.inbuf.len() < INBUF {
-            self.inbuf.resize(INBUF, 0);
-        }
         if self.start > 0 {
             self.inbuf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
+        }
+        let want = if self.end == 0 {
+            IDLE_INBUF
+        } else if self.end == self.inbuf.len() {
+            (self.inbuf.len() * 2).clamp(IDLE_INBUF, INBUF)
+        } else {
+            self.inbuf.len()
+        };
+        if want != self.inbuf.len() {
+            self.inbuf.truncate(self.end);
+            self.inbuf.resize(want, 0);
+            self.inbuf.shrink_to(want);
         }
         if self.end == self.inbuf.len() {
             return Ok(());
