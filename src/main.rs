@@ -20,7 +20,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Mode {
     /// One SMTP session on stdin/stdout (tcpserver, inetd, systemd Accept=yes).
-    Stdio,
+    Stdio {
+        /// The connection starts with a PROXY protocol (v1/v2) header from a
+        /// trusted proxy; its addresses become TCPREMOTEIP/TCPLOCALIP.
+        #[arg(long)]
+        proxy: bool,
+    },
     /// The daemon: listen and serve many sessions.
     Serve(net::settings::ServeArgs),
     /// Validate control files and plugins; print file:line problems.
@@ -35,7 +40,7 @@ fn main() {
     let cli = Cli::parse();
     logging::init();
     let code = match cli.mode {
-        Mode::Stdio => net::stdio::run(&cli.home),
+        Mode::Stdio { proxy } => net::stdio::run(&cli.home, proxy),
         Mode::Serve(args) => net::daemon::run(&cli.home, &args),
         Mode::Check { plugins } => {
             let problems = config::check::check(&cli.home, plugins.as_deref());

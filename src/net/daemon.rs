@@ -140,15 +140,23 @@ pub fn run(home: &Path, args: &ServeArgs) -> i32 {
             settings.max_connections
         );
     }
-    let mut listeners = Vec::new();
-    for addr in &settings.listen {
-        match bind(*addr) {
-            Ok(l) => listeners.push(l),
-            Err(e) => {
-                tracing::error!(%addr, error = %e, "cannot listen");
-                return EXIT_LISTEN;
-            }
+    let listeners = match open_listeners(&settings) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e}");
+            return EXIT_LISTEN;
         }
+    };
+    if let Some(user) = &settings.user {
+        if let Err(e) = super::privileges::drop_privileges(user, settings.group.as_deref()) {
+            tracing::error!("cannot switch to user {user}: {e}");
+            return EXIT_CONFIG;
+        }
+        tracing::info!(
+            user,
+            group = settings.group.as_deref().unwrap_or("(primary)"),
+            "privileges dropped"
+        );
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -163,6 +171,42 @@ pub fn run(home: &Path, args: &ServeArgs) -> i32 {
     let code = rt.block_on(serve(home, settings, snapshot, listeners));
     rt.shutdown_timeout(Duration::from_secs(1));
     code
+}
+
+/// A listening socket and whether its clients start with a PROXY header.
+struct Listener {
+    socket: std::net::TcpListener,
+    proxy: bool,
+}
+
+/// Sockets passed by systemd (plain SMTP), then `listen` (unless only the
+/// default and systemd passed some), then `listen-proxy`. Must run before
+/// any thread starts (socket activation reads and clears the environment).
+fn open_listeners(settings: &DaemonSettings) -> Result<Vec<Listener>, String> {
+    let mut out = Vec::new();
+    let activated = super::systemd::listen_fds().map_err(|e| format!("socket activation: {e}"))?;
+    let activated_any = !activated.is_empty();
+    for socket in activated {
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| format!("socket activation: {e}"))?;
+        out.push(Listener {
+            socket,
+            proxy: false,
+        });
+    }
+    let plain: &[SocketAddr] = if activated_any && settings.listen_is_default {
+        &[]
+    } else {
+        &settings.listen
+    };
+    for (addrs, proxy) in [(plain, false), (&settings.listen_proxy[..], true)] {
+        for addr in addrs {
+            let socket = bind(*addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            out.push(Listener { socket, proxy });
+        }
+    }
+    Ok(out)
 }
 
 /// Binds a listening socket (SO_REUSEADDR, backlog 1024, non-blocking).
@@ -181,7 +225,7 @@ async fn serve(
     home: PathBuf,
     settings: DaemonSettings,
     snapshot: Snapshot,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<Listener>,
 ) -> i32 {
     let mut base_env = SessionEnv::from_process();
     for name in PER_CONNECTION {
@@ -192,6 +236,8 @@ async fn serve(
             tracing::warn!("{name} is set in the daemon's environment: it applies to every client");
         }
     }
+    // systemd's notification socket is the daemon's, not the plugins'.
+    base_env.remove("NOTIFY_SOCKET");
     let base_env = base_env.flattened();
     let (snap_tx, snap_rx) = watch::channel(Arc::new(snapshot));
     let (state_tx, state_rx) = watch::channel(RunState::Running);
@@ -208,17 +254,23 @@ async fn serve(
     });
     let mut accept_tasks = Vec::new();
     for l in listeners {
-        let listener = match TcpListener::from_std(l) {
-            Ok(l) => l,
+        let listener = match TcpListener::from_std(l.socket) {
+            Ok(listener) => listener,
             Err(e) => {
                 tracing::error!(error = %e, "cannot use listener");
                 return EXIT_LISTEN;
             }
         };
-        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
-        accept_tasks.push(tokio::spawn(accept_loop(listener, shared.clone())));
+        tracing::info!(
+            addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            proxy = l.proxy,
+            "listening"
+        );
+        accept_tasks.push(tokio::spawn(accept_loop(listener, l.proxy, shared.clone())));
     }
+    notify("READY=1");
     wait_for_stop(&home, &shared.settings, &snap_tx).await;
+    notify("STOPPING=1");
     tracing::info!(
         sessions = shared.tracker.len(),
         "shutting down: no new connections"
@@ -266,8 +318,19 @@ async fn wait_for_stop(
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            _ = hup.recv() => reload(home, settings, snapshots),
+            _ = hup.recv() => {
+                notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", super::systemd::monotonic_usec()));
+                reload(home, settings, snapshots);
+                notify("READY=1");
+            }
         }
+    }
+}
+
+/// Tells systemd (if it is listening) about a state change.
+fn notify(state: &str) {
+    if let Err(e) = super::systemd::notify(state) {
+        tracing::warn!(error = %e, "cannot notify systemd");
     }
 }
 
@@ -288,7 +351,7 @@ fn reload(home: &Path, settings: &DaemonSettings, snapshots: &watch::Sender<Arc<
 
 /// Accepts connections until the daemon stops, backing off on errors
 /// (e.g. EMFILE) instead of spinning.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, proxy: bool, shared: Arc<Shared>) {
     let mut state = shared.state.clone();
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -301,7 +364,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(5);
-                    admit(stream, peer, &shared);
+                    admit(stream, peer, proxy, &shared);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
@@ -347,33 +410,24 @@ impl Drop for PerIpSlot {
     }
 }
 
-/// Applies the connection limits, then starts the session task.
-fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
-    let ip = peer.ip().to_canonical();
+/// Applies the global connection limit, then starts the connection task.
+fn admit(stream: TcpStream, peer: SocketAddr, proxy: bool, shared: &Arc<Shared>) {
     let snapshot = shared.snapshots.borrow().clone();
-    let me = String::from_utf8_lossy(&snapshot.config.control.greeting).into_owned();
     let Ok(conn): Result<OwnedSemaphorePermit, _> = shared.conn_slots.clone().try_acquire_owned()
     else {
-        tracing::warn!(client = %ip, "connection limit reached; refused");
+        tracing::warn!(client = %peer.ip().to_canonical(), "connection limit reached; refused");
+        let me = String::from_utf8_lossy(&snapshot.config.control.greeting).into_owned();
         refuse(
             &stream,
             &format!("421 {me} too many connections, try again later (#4.3.2)"),
         );
         return;
     };
-    let Some(slot) = PerIpSlot::take(&shared.per_ip, ip, shared.settings.max_per_ip) else {
-        tracing::warn!(client = %ip, "per-address connection limit reached; refused");
-        refuse(
-            &stream,
-            &format!("421 {me} too many connections from your address (#4.3.2)"),
-        );
-        return;
-    };
     let id = shared.counter.fetch_add(1, Ordering::Relaxed).to_string();
     let shared2 = shared.clone();
     shared.tracker.spawn(async move {
-        connection(stream, peer, &shared2, snapshot, id).await;
-        drop((conn, slot));
+        connection(stream, peer, proxy, &shared2, snapshot, id).await;
+        drop(conn);
     });
 }
 
@@ -383,20 +437,56 @@ fn refuse(stream: &TcpStream, line: &str) {
     let _ = stream.try_write(format!("{line}\r\n").as_bytes());
 }
 
-/// Runs one connection: access rule, environment, session.
+/// How long a trusted proxy has to send its header.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs one connection: PROXY header, per-address limit, access rule,
+/// environment, session.
 async fn connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
+    proxy: bool,
     shared: &Shared,
     snapshot: Arc<Snapshot>,
     id: String,
 ) {
     let started = Instant::now();
     let _ = stream.set_nodelay(true);
-    let Ok(local) = stream.local_addr() else {
+    let Ok(mut local) = stream.local_addr() else {
         return;
     };
+    let mut peer = peer;
+    if proxy {
+        let from = peer.ip().to_canonical();
+        if !shared.settings.proxy_from.iter().any(|n| n.contains(from)) {
+            tracing::warn!(session = %id, client = %from, "PROXY listener: client is not a trusted proxy; closed");
+            return;
+        }
+        match super::proxy::read_header(&mut stream, PROXY_HEADER_TIMEOUT).await {
+            Ok(super::proxy::ProxiedAddrs::Tcp {
+                source,
+                destination,
+            }) => {
+                peer = source;
+                local = destination;
+            }
+            Ok(super::proxy::ProxiedAddrs::Local) => {}
+            Err(e) => {
+                tracing::warn!(session = %id, proxy = %from, error = %e, "bad PROXY header; closed");
+                return;
+            }
+        }
+    }
     let ip = peer.ip().to_canonical();
+    let me = String::from_utf8_lossy(&snapshot.config.control.greeting).into_owned();
+    let Some(_slot) = PerIpSlot::take(&shared.per_ip, ip, shared.settings.max_per_ip) else {
+        tracing::warn!(session = %id, client = %ip, "per-address connection limit reached; refused");
+        refuse(
+            &stream,
+            &format!("421 {me} too many connections from your address (#4.3.2)"),
+        );
+        return;
+    };
     let remote_host: Option<String> = None;
     let rule = snapshot.rules.find(ip, remote_host.as_deref());
     if let Some(rule) = rule {
@@ -427,6 +517,7 @@ async fn connection(
         plugin_slots: Some(shared.plugin_slots.clone()),
         shutdown: Some(shared.state.clone()),
         lifetime: Some(shared.settings.session_lifetime),
+        greeting_delay: shared.settings.greeting_delay,
     };
     let (r, w) = stream.into_split();
     let code = Session::new(r, w, snapshot.config.clone(), env, id.clone())

@@ -2,6 +2,7 @@
 //! optional INI file (`--config`, default `control/spp-smtpd.ini` if it
 //! exists). A flag given on the command line wins over the file.
 
+use super::proxy::Network;
 use crate::config::ConfigError;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,23 @@ pub struct ServeArgs {
     /// Seconds sessions in a transaction get to finish after SIGTERM.
     #[arg(long)]
     pub shutdown_deadline: Option<u64>,
+    /// Address to listen on for connections that start with a PROXY
+    /// protocol header (v1 or v2) from a trusted proxy (repeatable).
+    #[arg(long = "listen-proxy")]
+    pub listen_proxy: Vec<SocketAddr>,
+    /// Network allowed to send PROXY headers (CIDR, repeatable).
+    #[arg(long = "proxy-from")]
+    pub proxy_from: Vec<Network>,
+    /// Seconds to wait before the greeting; a client that talks first gets
+    /// 554 and is closed (0: off).
+    #[arg(long)]
+    pub greeting_delay: Option<u64>,
+    /// After binding the listeners, switch to this user (name or uid).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// With --user: this group instead of the user's primary group.
+    #[arg(long)]
+    pub group: Option<String>,
 }
 
 /// Validated settings of `serve`.
@@ -76,6 +94,19 @@ pub struct DaemonSettings {
     pub max_plugins: usize,
     /// Time sessions get to finish after SIGTERM.
     pub shutdown_deadline: Duration,
+    /// Listeners that expect a PROXY header.
+    pub listen_proxy: Vec<SocketAddr>,
+    /// Who may send PROXY headers.
+    pub proxy_from: Vec<Network>,
+    /// Delay before the greeting (early-talker check); zero: off.
+    pub greeting_delay: Duration,
+    /// `listen` was not given: the default address is used unless systemd
+    /// passes listening sockets.
+    pub listen_is_default: bool,
+    /// User to switch to after binding.
+    pub user: Option<String>,
+    /// Group to switch to after binding.
+    pub group: Option<String>,
 }
 
 /// Defaults, safe on a small machine.
@@ -104,6 +135,11 @@ const KEYS: &[&str] = &[
     "session-lifetime",
     "max-plugins",
     "shutdown-deadline",
+    "listen-proxy",
+    "proxy-from",
+    "greeting-delay",
+    "user",
+    "group",
 ];
 
 impl DaemonSettings {
@@ -119,6 +155,7 @@ impl DaemonSettings {
             None => IniValues::default(),
         };
         let mut errors = Vec::new();
+        let listen_is_default = args.listen.is_empty() && ini.get("listen").is_none();
         let listen = if !args.listen.is_empty() {
             args.listen.clone()
         } else {
@@ -137,6 +174,53 @@ impl DaemonSettings {
                 None => vec![DEFAULT_LISTEN.parse().expect("default address parses")],
             }
         };
+        let list = |key: &str| -> Vec<String> {
+            ini.get(key)
+                .map(|(_, v)| {
+                    v.split([',', ' '])
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let listen_proxy: Vec<SocketAddr> = if !args.listen_proxy.is_empty() {
+            args.listen_proxy.clone()
+        } else {
+            let line = ini.get("listen-proxy").map(|(l, _)| l).unwrap_or(0);
+            list("listen-proxy")
+                .iter()
+                .filter_map(|a| {
+                    a.parse()
+                        .map_err(|_| {
+                            errors.push(
+                                ini.error(line, format!("listen-proxy: {a:?} is not ADDR:PORT")),
+                            )
+                        })
+                        .ok()
+                })
+                .collect()
+        };
+        let proxy_from: Vec<Network> = if !args.proxy_from.is_empty() {
+            args.proxy_from.clone()
+        } else {
+            let line = ini.get("proxy-from").map(|(l, _)| l).unwrap_or(0);
+            list("proxy-from")
+                .iter()
+                .filter_map(|n| {
+                    n.parse()
+                        .map_err(|e| errors.push(ini.error(line, format!("proxy-from: {e}"))))
+                        .ok()
+                })
+                .collect()
+        };
+        if !listen_proxy.is_empty() && proxy_from.is_empty() {
+            errors.push(ConfigError::at(
+                file.as_deref().unwrap_or(Path::new("command line")),
+                None,
+                "listen-proxy needs proxy-from: the networks allowed to send PROXY headers",
+            ));
+        }
         let mut number = |key: &str, flag: Option<u64>, default: u64| -> u64 {
             if let Some(v) = flag {
                 return v;
@@ -174,6 +258,7 @@ impl DaemonSettings {
             args.shutdown_deadline,
             defaults::SHUTDOWN_DEADLINE,
         ));
+        let greeting_delay = Duration::from_secs(number("greeting-delay", args.greeting_delay, 0));
         let reverse_dns = args.reverse_dns
             || match ini.get("reverse-dns") {
                 None => false,
@@ -199,6 +284,26 @@ impl DaemonSettings {
             .local_name
             .clone()
             .or_else(|| ini.get("local-name").map(|(_, v)| v.to_string()));
+        let user = args
+            .user
+            .clone()
+            .or_else(|| ini.get("user").map(|(_, v)| v.to_string()));
+        let group = args
+            .group
+            .clone()
+            .or_else(|| ini.get("group").map(|(_, v)| v.to_string()));
+        if let Some(u) = &user {
+            if let Err(e) = super::privileges::lookup_user(u) {
+                let line = ini.get("user").map(|(l, _)| l).unwrap_or(0);
+                errors.push(ini.error(line, format!("user: {e}")));
+            }
+        }
+        if let Some(g) = &group {
+            if let Err(e) = super::privileges::lookup_group(g) {
+                let line = ini.get("group").map(|(l, _)| l).unwrap_or(0);
+                errors.push(ini.error(line, format!("group: {e}")));
+            }
+        }
         let explicit_rules = args
             .rules
             .clone()
@@ -239,6 +344,12 @@ impl DaemonSettings {
             session_lifetime,
             max_plugins,
             shutdown_deadline,
+            listen_proxy,
+            proxy_from,
+            greeting_delay,
+            listen_is_default,
+            user,
+            group,
         })
     }
 }

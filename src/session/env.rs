@@ -27,15 +27,23 @@ pub struct SessionEnv {
 impl SessionEnv {
     /// The current process environment (stdio mode, or the daemon's base).
     pub fn from_process() -> SessionEnv {
-        let vars = std::env::vars_os().map(|(k, v)| (k.into_vec(), v.into_vec())).collect();
-        SessionEnv { base: Arc::new(vars), changes: BTreeMap::new() }
+        let vars = std::env::vars_os()
+            .map(|(k, v)| (k.into_vec(), v.into_vec()))
+            .collect();
+        SessionEnv {
+            base: Arc::new(vars),
+            changes: BTreeMap::new(),
+        }
     }
 
     /// A copy with the changes folded into a new shared base (for a base
     /// that many sessions will clone).
     pub fn flattened(&self) -> SessionEnv {
         let vars = self.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
-        SessionEnv { base: Arc::new(vars), changes: BTreeMap::new() }
+        SessionEnv {
+            base: Arc::new(vars),
+            changes: BTreeMap::new(),
+        }
     }
 
     /// The value of `name`, if set.
@@ -53,7 +61,8 @@ impl SessionEnv {
 
     /// Sets `name` to `value`.
     pub fn set(&mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        self.changes.insert(name.as_ref().to_vec(), Some(value.as_ref().to_vec()));
+        self.changes
+            .insert(name.as_ref().to_vec(), Some(value.as_ref().to_vec()));
     }
 
     /// Removes `name`.
@@ -82,7 +91,10 @@ impl SessionEnv {
 
     /// All variables in name order, changes applied.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let changed = self.changes.iter().filter_map(|(k, v)| v.as_deref().map(|v| (k.as_slice(), v)));
+        let changed = self
+            .changes
+            .iter()
+            .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_slice(), v)));
         let inherited = self
             .base
             .iter()
@@ -93,7 +105,8 @@ impl SessionEnv {
 
     /// The variables as `OsStr` pairs, for spawning children.
     pub fn iter_os(&self) -> impl Iterator<Item = (&OsStr, &OsStr)> {
-        self.iter().map(|(k, v)| (OsStr::from_bytes(k), OsStr::from_bytes(v)))
+        self.iter()
+            .map(|(k, v)| (OsStr::from_bytes(k), OsStr::from_bytes(v)))
     }
 }
 
@@ -129,12 +142,28 @@ mod tests {
         a.set("NEW", "5");
         let all: Vec<(String, String)> = a
             .iter()
-            .map(|(k, v)| (String::from_utf8(k.to_vec()).unwrap(), String::from_utf8(v.to_vec()).unwrap()))
+            .map(|(k, v)| {
+                (
+                    String::from_utf8(k.to_vec()).unwrap(),
+                    String::from_utf8(v.to_vec()).unwrap(),
+                )
+            })
             .collect();
         let mut sorted = all.clone();
         sorted.sort();
-        assert_eq!(sorted, vec![("CHANGE".into(), "4".into()), ("KEEP".into(), "1".into()), ("NEW".into(), "5".into())]);
-        assert_eq!(base.get("DROP"), Some(&b"2"[..]), "the shared base is untouched");
+        assert_eq!(
+            sorted,
+            vec![
+                ("CHANGE".into(), "4".into()),
+                ("KEEP".into(), "1".into()),
+                ("NEW".into(), "5".into())
+            ]
+        );
+        assert_eq!(
+            base.get("DROP"),
+            Some(&b"2"[..]),
+            "the shared base is untouched"
+        );
         assert_eq!(base.get("CHANGE"), Some(&b"3"[..]));
     }
 }

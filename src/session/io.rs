@@ -175,6 +175,26 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> SmtpIo<R, W> {
         }
     }
 
+    /// Flushes, then waits `delay` for the client to stay silent. Returns
+    /// false (keeping what it sent) if it talked first.
+    pub async fn quiet_for(&mut self, delay: Duration) -> Result<bool, IoEnd> {
+        self.flush().await?;
+        if self.inbuf.len() < IDLE_INBUF {
+            self.inbuf.resize(IDLE_INBUF, 0);
+        }
+        let read = self.reader.read(&mut self.inbuf[self.end..]);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => Ok(true),
+            r = read => match r {
+                Ok(0) | Err(_) => Err(IoEnd::Closed),
+                Ok(n) => {
+                    self.end += n;
+                    Ok(false)
+                }
+            },
+        }
+    }
+
     /// Reads one command line. A bare LF ends a line too.
     pub async fn read_line(&mut self) -> Result<Line, IoEnd> {
         let mut too_long = false;

@@ -131,6 +131,8 @@ pub struct SessionControls {
     pub shutdown: Option<watch::Receiver<RunState>>,
     /// The session's lifetime cap.
     pub lifetime: Option<Duration>,
+    /// Silence required from the client before the greeting (zero: none).
+    pub greeting_delay: Duration,
 }
 
 /// One SMTP session.
@@ -157,6 +159,8 @@ pub struct Session<R, W> {
     pub(crate) backend: Option<Backend>,
     /// Permits for plugin processes, shared by the daemon's sessions.
     pub(crate) plugin_slots: Option<Arc<Semaphore>>,
+    /// Early-talker check before the greeting.
+    pub(crate) greeting_delay: Duration,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
@@ -175,12 +179,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             spp: SppState::default(),
             backend: None,
             plugin_slots: None,
+            greeting_delay: Duration::ZERO,
         }
     }
 
     /// Attaches the daemon's limits and signals.
     pub fn with_controls(mut self, controls: SessionControls) -> Self {
         self.plugin_slots = controls.plugin_slots;
+        self.greeting_delay = controls.greeting_delay;
         self.io.stop.shutdown = controls.shutdown;
         self.io.stop.deadline = controls
             .lifetime
@@ -216,6 +222,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         match self.run_hook(Hook::Connection, None).await {
             Verdict::Accept | Verdict::AcceptSkipChecks => {
+                if !self.greeting_delay.is_zero() {
+                    match self.io.quiet_for(self.greeting_delay).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::info!(session = %self.id, client = %self.client.remote_ip.escape_ascii(), "early talker");
+                            let me = &self.cfg.control.greeting;
+                            self.io.reply(
+                                [
+                                    b"554 ",
+                                    &me[..],
+                                    b" talking before the greeting is not allowed (#5.5.1)",
+                                ]
+                                .concat(),
+                            );
+                            return Flow::Close(1);
+                        }
+                        Err(_) => return Flow::Close(1),
+                    }
+                }
                 let greeting = [b"220 ", &self.cfg.control.greeting[..], b" ESMTP"].concat();
                 self.io.reply(greeting);
                 Flow::Continue

@@ -10,12 +10,12 @@ const SIGHUP: i32 = 1;
 const SIGTERM: i32 = 15;
 
 /// Reads `daemon.log` (the server's stderr).
-fn log(home: &TestHome) -> String {
+pub fn log(home: &TestHome) -> String {
     std::fs::read_to_string(home.dir().join("daemon.log")).unwrap_or_default()
 }
 
 /// Waits (bounded) until the daemon log contains `needle`.
-async fn wait_log(home: &TestHome, needle: &str) {
+pub async fn wait_log(home: &TestHome, needle: &str) {
     for _ in 0..400 {
         if log(home).contains(needle) {
             return;
@@ -292,4 +292,228 @@ fn check_reports_bad_settings_and_rules_with_file_and_line() {
     let out = crate::util::process::run_with_input(cmd, b"", Duration::from_secs(30));
     assert_eq!(out.code, 78, "{}", out.stderr);
     assert!(out.stderr.contains("tcp.smtp:2:"), "{}", out.stderr);
+}
+
+/// A `[helo]` plugin that reports what the session knows of its client.
+fn client_reporter(home: &TestHome) {
+    let p = home.plugin("who", "#!/bin/sh\necho \"P250-ip=$TCPREMOTEIP port=$TCPREMOTEPORT local=$TCPLOCALIP:$TCPLOCALPORT\"\n");
+    home.smtpplugins(&format!("[helo]\n{p}\n"));
+}
+
+/// A PROXY v2 header for TCP over IPv4.
+fn proxy_v2(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    h.extend_from_slice(&sport.to_be_bytes());
+    h.extend_from_slice(&dport.to_be_bytes());
+    h
+}
+
+#[tokio::test]
+async fn proxy_protocol_v1_and_v2_from_a_trusted_proxy_set_the_client_address() {
+    let home = TestHome::new();
+    client_reporter(&home);
+    home.write("control/tcp.smtp", "192.0.2.66:deny\n:allow\n");
+    let pport = crate::util::process::free_port();
+    let listen = format!("127.0.0.1:{pport}");
+    let _server = Server::daemon_with(
+        &home,
+        &[],
+        &["--listen-proxy", &listen, "--proxy-from", "127.0.0.0/8"],
+    );
+    let mut v1 = Client::connect(pport).await;
+    v1.send("PROXY TCP4 192.0.2.7 198.51.100.1 40000 25\r\n")
+        .await;
+    assert!(v1.line().await.unwrap().starts_with("220 "));
+    v1.send("HELO x\r\n").await;
+    assert_eq!(
+        v1.line().await.unwrap(),
+        "250-ip=192.0.2.7 port=40000 local=198.51.100.1:25"
+    );
+    let mut v2 = Client::connect(pport).await;
+    v2.send_bytes(&proxy_v2([203, 0, 113, 5], [198, 51, 100, 2], 1234, 587))
+        .await;
+    assert!(v2.line().await.unwrap().starts_with("220 "));
+    v2.send("HELO x\r\n").await;
+    assert_eq!(
+        v2.line().await.unwrap(),
+        "250-ip=203.0.113.5 port=1234 local=198.51.100.2:587"
+    );
+    // The rules see the proxied address.
+    let mut denied = Client::connect(pport).await;
+    denied
+        .send("PROXY TCP4 192.0.2.66 198.51.100.1 40000 25\r\n")
+        .await;
+    assert_eq!(denied.line().await, None);
+    // A malformed header closes the connection.
+    let mut bad = Client::connect(pport).await;
+    bad.send("PROXY TCP4 999.0.2.7 198.51.100.1 40000 25\r\n")
+        .await;
+    assert_eq!(bad.line().await, None);
+    let mut none = Client::connect(pport).await;
+    none.send("EHLO no-header\r\n").await;
+    assert_eq!(none.line().await, None);
+}
+
+#[tokio::test]
+async fn proxy_header_from_an_untrusted_address_is_refused() {
+    let home = TestHome::new();
+    let pport = crate::util::process::free_port();
+    let listen = format!("127.0.0.1:{pport}");
+    let _server = Server::daemon_with(
+        &home,
+        &[],
+        &["--listen-proxy", &listen, "--proxy-from", "10.0.0.0/8"],
+    );
+    let mut c = Client::connect(pport).await;
+    c.send("PROXY TCP4 192.0.2.7 198.51.100.1 40000 25\r\n")
+        .await;
+    assert_eq!(c.line().await, None);
+    crate::daemon::wait_log(&home, "not a trusted proxy").await;
+}
+
+#[test]
+fn stdio_proxy_header_sets_the_client_address() {
+    let home = TestHome::new();
+    client_reporter(&home);
+    let out = crate::util::process::stdio(
+        &home,
+        &[
+            ("TCPREMOTEIP", "127.0.0.1"),
+            ("TCPREMOTEHOST", "proxy.test"),
+        ],
+        b"PROXY TCP6 2001:db8::7 2001:db8::1 50000 25\r\nHELO x\r\nQUIT\r\n",
+    );
+    assert_eq!(out.lines()[0], "220 mx.ref.test ESMTP", "{}", out.stdout);
+    // stdio --proxy is opt-in: without it the header is a bad command.
+    assert_eq!(out.lines()[1], "502 unimplemented (#5.5.1)");
+    let mut cmd = std::process::Command::new(crate::util::process::bin());
+    cmd.arg("--home")
+        .arg(home.dir())
+        .arg("stdio")
+        .arg("--proxy")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("TCPREMOTEIP", "127.0.0.1");
+    let out = crate::util::process::run_with_input(
+        cmd,
+        b"PROXY TCP6 2001:db8::7 2001:db8::1 50000 25\r\nHELO x\r\nQUIT\r\n",
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        out.lines()[1],
+        "250-ip=2001:db8::7 port=50000 local=2001:db8::1:25",
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.code, 0);
+}
+
+#[tokio::test]
+async fn early_talker_gets_554_and_a_patient_client_its_greeting() {
+    let home = TestHome::new();
+    let server = Server::daemon_with(&home, &[], &["--greeting-delay", "1"]);
+    wait_log(&home, "connection closed").await;
+    let mut rude = Client::connect(server.port).await;
+    rude.send("EHLO rude.test\r\n").await;
+    assert_eq!(
+        rude.line().await.unwrap(),
+        "554 mx.ref.test talking before the greeting is not allowed (#5.5.1)"
+    );
+    assert_eq!(rude.line().await, None);
+    let mut polite = Client::connect(server.port).await;
+    assert_eq!(polite.line().await.unwrap(), "220 mx.ref.test ESMTP");
+    assert_eq!(polite.cmd("EHLO polite.test").await, "250 8BITMIME");
+}
+
+#[test]
+fn socket_activation_serves_on_the_passed_listener_and_notifies_systemd() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let home = TestHome::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let notify_path = home.dir().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let fd = listener.as_raw_fd();
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+        .arg(crate::util::process::bin())
+        .arg("--home")
+        .arg(home.dir())
+        .arg("serve")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("LISTEN_FDS", "1")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(home.dir().join("daemon.log")).unwrap());
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0);
+            } else {
+                libc::dup2(fd, 3);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(listener);
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1");
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&stream), &mut line).unwrap();
+    assert_eq!(line, "220 mx.ref.test ESMTP\r\n");
+    // The default 127.0.0.1:2525 is not bound when systemd passes sockets.
+    assert!(
+        !crate::daemon::log(&home).contains("127.0.0.1:2525"),
+        "{}",
+        crate::daemon::log(&home)
+    );
+    drop(stream);
+    // SAFETY: signals only the child we started, by its PID.
+    unsafe { libc::kill(child.id() as i32, SIGTERM) };
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert_eq!(
+        crate::util::process::wait_bounded(&mut child, Duration::from_secs(30)),
+        0
+    );
+}
+
+#[tokio::test]
+async fn privileges_are_dropped_after_binding() {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("not root: privilege drop cannot be tested here");
+        return;
+    }
+    let home = TestHome::new();
+    let p = home.plugin(
+        "uid",
+        "#!/bin/sh\necho \"P250-uid=$(id -u) gid=$(id -g)\"\n",
+    );
+    home.smtpplugins(&format!("[helo]\n{p}\n"));
+    let server = Server::daemon_with(&home, &[], &["--user", "nobody", "--group", "nogroup"]);
+    let mut c = Client::connect(server.port).await;
+    assert!(c.line().await.unwrap().starts_with("220 "));
+    c.send("HELO x\r\n").await;
+    let (uid, _) = spp_smtpd::net::privileges::lookup_user("nobody").unwrap();
+    let gid = spp_smtpd::net::privileges::lookup_group("nogroup").unwrap();
+    assert_eq!(c.line().await.unwrap(), format!("250-uid={uid} gid={gid}"));
+    wait_log(&home, "privileges dropped").await;
 }

@@ -59,6 +59,11 @@ impl Client {
         let _ = self.writer.write_all(text.as_bytes()).await;
     }
 
+    /// Sends raw bytes.
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        let _ = self.writer.write_all(bytes).await;
+    }
+
     /// Sends a command and returns the last line of its reply.
     pub async fn cmd(&mut self, line: &str) -> String {
         self.send(&format!("{line}\r\n")).await;
