@@ -27,7 +27,7 @@ enum Mode {
         proxy: bool,
     },
     /// The daemon: listen and serve many sessions.
-    Serve(net::settings::ServeArgs),
+    Serve(Box<net::settings::ServeArgs>),
     /// Validate control files and plugins; print file:line problems.
     Check {
         /// Check this plugin file instead of control/smtpplugins.
