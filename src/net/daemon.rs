@@ -103,6 +103,8 @@ struct Shared {
     tracker: TaskTracker,
     /// Session ids.
     counter: AtomicU64,
+    /// Reverse DNS for TCPREMOTEHOST, when enabled.
+    dns: Option<super::dns::ReverseDns>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT; returns the exit status.
@@ -239,6 +241,16 @@ async fn serve(
     // systemd's notification socket is the daemon's, not the plugins'.
     base_env.remove("NOTIFY_SOCKET");
     let base_env = base_env.flattened();
+    let dns = match settings.reverse_dns {
+        false => None,
+        true => match super::dns::ReverseDns::new(settings.dns_server, settings.dns_timeout) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::error!("reverse DNS: {e}");
+                return EXIT_CONFIG;
+            }
+        },
+    };
     let (snap_tx, snap_rx) = watch::channel(Arc::new(snapshot));
     let (state_tx, state_rx) = watch::channel(RunState::Running);
     let shared = Arc::new(Shared {
@@ -251,6 +263,7 @@ async fn serve(
         state: state_rx,
         tracker: TaskTracker::new(),
         counter: AtomicU64::new(0),
+        dns,
     });
     let mut accept_tasks = Vec::new();
     for l in listeners {
@@ -487,7 +500,10 @@ async fn connection(
         );
         return;
     };
-    let remote_host: Option<String> = None;
+    let remote_host = match &shared.dns {
+        Some(dns) => dns.lookup(ip).await,
+        None => None,
+    };
     let rule = snapshot.rules.find(ip, remote_host.as_deref());
     if let Some(rule) = rule {
         if !rule.allow {

@@ -5,6 +5,7 @@
 //! [`localip`] for `[ip]` literals.
 
 pub mod daemon;
+pub mod dns;
 pub mod io_limits;
 pub mod localip;
 pub mod privileges;

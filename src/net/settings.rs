@@ -31,6 +31,9 @@ pub struct ServeArgs {
     /// DNS server for reverse lookups (ADDR:PORT; default: the system's).
     #[arg(long)]
     pub dns_server: Option<SocketAddr>,
+    /// Seconds a reverse lookup may take (each query; default 5).
+    #[arg(long)]
+    pub dns_timeout: Option<u64>,
     /// Access rules in tcprules source format (default control/tcp.smtp if it exists).
     #[arg(long)]
     pub rules: Option<PathBuf>,
@@ -79,6 +82,8 @@ pub struct DaemonSettings {
     pub reverse_dns: bool,
     /// The DNS server for reverse lookups.
     pub dns_server: Option<SocketAddr>,
+    /// Timeout of each reverse-DNS query.
+    pub dns_timeout: Duration,
     /// The rules file: given explicitly (must exist), or the default
     /// `control/tcp.smtp` (used when it exists, looked for at every load).
     pub rules: PathBuf,
@@ -129,6 +134,7 @@ const KEYS: &[&str] = &[
     "local-name",
     "reverse-dns",
     "dns-server",
+    "dns-timeout",
     "rules",
     "max-connections",
     "max-per-ip",
@@ -259,6 +265,7 @@ impl DaemonSettings {
             defaults::SHUTDOWN_DEADLINE,
         ));
         let greeting_delay = Duration::from_secs(number("greeting-delay", args.greeting_delay, 0));
+        let dns_timeout = Duration::from_secs(number("dns-timeout", args.dns_timeout, 5).max(1));
         let reverse_dns = args.reverse_dns
             || match ini.get("reverse-dns") {
                 None => false,
@@ -337,6 +344,7 @@ impl DaemonSettings {
             local_name,
             reverse_dns,
             dns_server,
+            dns_timeout,
             rules,
             rules_required,
             max_connections,

@@ -517,3 +517,117 @@ async fn privileges_are_dropped_after_binding() {
     assert_eq!(c.line().await.unwrap(), format!("250-uid={uid} gid={gid}"));
     wait_log(&home, "privileges dropped").await;
 }
+
+/// A `[helo]` plugin that reports TCPREMOTEHOST and a rule variable.
+fn host_reporter(home: &TestHome) {
+    let p = home.plugin(
+        "host",
+        "#!/bin/sh\necho \"P250-host=${TCPREMOTEHOST-unset} via=${VIA-none}\"\n",
+    );
+    home.smtpplugins(&format!("[helo]\n{p}\n"));
+}
+
+#[tokio::test]
+async fn reverse_dns_sets_a_forward_confirmed_tcpremotehost() {
+    // Client addresses come from PROXY headers (documentation prefixes,
+    // never contacted): only DNS queries to the loopback dnsmasq happen.
+    let dns = crate::util::process::DnsServer::start(&[
+        "--host-record=client.test,192.0.2.7",
+        "--ptr-record=8.2.0.192.in-addr.arpa,liar.test",
+        "--address=/liar.test/198.51.100.99",
+    ]);
+    let home = TestHome::new();
+    host_reporter(&home);
+    home.write(
+        "control/tcp.smtp",
+        "=client.test:allow,VIA=\"name rule\"\n:allow\n",
+    );
+    let dns_server = format!("127.0.0.1:{}", dns.port);
+    let pport = crate::util::process::free_port();
+    let listen = format!("127.0.0.1:{pport}");
+    let _server = Server::daemon_with(
+        &home,
+        &[],
+        &[
+            "--reverse-dns",
+            "--dns-server",
+            &dns_server,
+            "--listen-proxy",
+            &listen,
+            "--proxy-from",
+            "127.0.0.1",
+        ],
+    );
+    let mut named = Client::connect(pport).await;
+    named
+        .send("PROXY TCP4 192.0.2.7 198.51.100.1 40000 25\r\n")
+        .await;
+    named.line().await.unwrap();
+    named.send("HELO client.test\r\n").await;
+    assert_eq!(
+        named.line().await.unwrap(),
+        "250-host=client.test via=name rule"
+    );
+    named.line().await.unwrap();
+    named.cmd("MAIL FROM:<a@b.test>").await;
+    named.cmd("RCPT TO:<x@ref.test>").await;
+    named.cmd("DATA").await;
+    named.send("hi\r\n.\r\n").await;
+    assert!(named.line().await.unwrap().starts_with("250 ok"));
+    let msg = String::from_utf8_lossy(&home.maildir()[0]).into_owned();
+    assert!(
+        msg.contains("Received: from client.test (192.0.2.7)\n"),
+        "{msg}"
+    );
+    // A PTR whose name does not resolve back is not believed.
+    let mut liar = Client::connect(pport).await;
+    liar.send("PROXY TCP4 192.0.2.8 198.51.100.1 40001 25\r\n")
+        .await;
+    liar.line().await.unwrap();
+    liar.send("HELO x\r\n").await;
+    assert_eq!(liar.line().await.unwrap(), "250-host=unset via=none");
+    // No PTR at all.
+    let mut unknown = Client::connect(pport).await;
+    unknown
+        .send("PROXY TCP4 192.0.2.9 198.51.100.1 40002 25\r\n")
+        .await;
+    unknown.line().await.unwrap();
+    unknown.send("HELO x\r\n").await;
+    assert_eq!(unknown.line().await.unwrap(), "250-host=unset via=none");
+}
+
+#[tokio::test]
+async fn reverse_dns_timeout_leaves_the_name_unset() {
+    // A DNS "server" that never answers: queries must reach it, and the
+    // session must start anyway.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let dns_server = silent.local_addr().unwrap().to_string();
+    let home = TestHome::new();
+    host_reporter(&home);
+    let server = Server::daemon_with(
+        &home,
+        &[],
+        &[
+            "--reverse-dns",
+            "--dns-server",
+            &dns_server,
+            "--dns-timeout",
+            "1",
+        ],
+    );
+    wait_log(&home, "connection closed").await;
+    let mut c = Client::connect(server.port).await;
+    let started = std::time::Instant::now();
+    assert!(c.line().await.unwrap().starts_with("220 "));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    c.send("HELO x\r\n").await;
+    assert_eq!(c.line().await.unwrap(), "250-host=unset via=none");
+    let mut buf = [0u8; 512];
+    let (n, _) = silent
+        .recv_from(&mut buf)
+        .expect("the query went to the configured server");
+    assert!(n > 12);
+}

@@ -262,3 +262,46 @@ pub fn process_alive(pid: u32) -> bool {
 pub fn process_exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
+
+/// dnsmasq serving fixed records on 127.0.0.1 (no upstream, no system
+/// files); stopped by PID when dropped.
+pub struct DnsServer {
+    child: Child,
+    /// Its port (UDP and TCP).
+    pub port: u16,
+}
+
+impl DnsServer {
+    /// Starts dnsmasq with extra record options such as
+    /// `--host-record=client.test,127.0.0.2`.
+    pub fn start(records: &[&str]) -> DnsServer {
+        let port = free_port();
+        let mut child = Command::new("dnsmasq")
+            .args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--pid-file=",
+                "--user=root",
+            ])
+            .arg(format!("--port={port}"))
+            .args(records)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dnsmasq");
+        wait_for_port(port, &mut child);
+        DnsServer { child, port }
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
