@@ -13,6 +13,9 @@ struct Cli {
     /// bin/qmail-queue are under it, and plugins run in it.
     #[arg(long, env = "SPP_HOME", default_value = ".", global = true)]
     home: PathBuf,
+    /// Where to log: stderr (default) or journald.
+    #[arg(long, value_enum, default_value = "stderr", global = true)]
+    log: logging::LogTarget,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -38,7 +41,7 @@ enum Mode {
 
 fn main() {
     let cli = Cli::parse();
-    logging::init();
+    logging::init(cli.log);
     let code = match cli.mode {
         Mode::Stdio { proxy } => net::stdio::run(&cli.home, proxy),
         Mode::Serve(args) => net::daemon::run(&cli.home, &args),

@@ -5,6 +5,7 @@
 use super::io::IoEnd;
 use super::{Flow, Session, Verdict};
 use crate::config::plugins::Hook;
+use crate::logging::quoted;
 use crate::plugin::directive::Queued;
 use crate::protocol::data::{DataDecoder, Progress};
 use crate::protocol::received::{received_line, ReceivedInfo};
@@ -98,15 +99,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         };
         tracing::info!(
             session = %self.id,
-            client = %self.client.remote_ip.escape_ascii(),
-            helo = %self.helo.escape_ascii(),
-            from = %envelope.sender.escape_ascii(),
+            client = %quoted(&self.client.remote_ip),
+            helo = %quoted(&self.helo),
+            from = %quoted(&envelope.sender),
             rcpts = envelope.recipients.len(),
             size = decoder.size,
+            verdicts = %quoted(self.verdicts.join(" ").as_bytes()),
             ms = started.elapsed().as_millis() as u64,
-            result = %if reply.is_empty() { "connection lost" } else { reply.as_str() },
-            "message"
+            result = %quoted(if reply.is_empty() { b"connection lost" } else { reply.as_bytes() }),
+            "transaction"
         );
+        self.verdicts.clear();
         match end {
             BodyEnd::Complete => self.simple(&reply),
             BodyEnd::BareLf => {

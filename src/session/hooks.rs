@@ -52,9 +52,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     }
                     Directive::Reject(t) => {
                         self.io.reply(t);
+                        self.note_verdict(hook, "reject");
                         return Verdict::Disconnect;
                     }
-                    Directive::Drop => return Verdict::Disconnect,
+                    Directive::Drop => {
+                        self.note_verdict(hook, "drop");
+                        return Verdict::Disconnect;
+                    }
                     Directive::Print(t) => self.io.reply(t),
                     Directive::Header(t) => {
                         if self.spp.headers.len() + t.len() < MAX_PENDING {
@@ -97,6 +101,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 }
             }
             if let Some(failure) = outcome.failure {
+                self.note_verdict(hook, &format!("fail({})", failure.reason()));
                 let line = [
                     b"451 qmail-spp failure: ",
                     &plugin.line[..],
@@ -109,11 +114,24 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 return Verdict::Refuse;
             }
             if let Some(v) = verdict {
-                tracing::debug!(session = %self.id, hook = hook.name(), verdict = ?v, "hook verdict");
+                let word = match v {
+                    Verdict::Accept => "accept",
+                    Verdict::AcceptSkipChecks => "skip-checks",
+                    Verdict::Refuse => "refuse",
+                    Verdict::Disconnect => "disconnect",
+                };
+                self.note_verdict(hook, word);
                 return v;
             }
         }
         Verdict::Accept
+    }
+
+    /// Records a plugin verdict for the transaction's log line (bounded).
+    fn note_verdict(&mut self, hook: Hook, verdict: &str) {
+        if self.verdicts.len() < 100 {
+            self.verdicts.push(format!("{}:{verdict}", hook.name()));
+        }
     }
 
     /// Sends the queued texts of one kind; true if there were any (the

@@ -161,6 +161,9 @@ pub struct Session<R, W> {
     pub(crate) plugin_slots: Option<Arc<Semaphore>>,
     /// Early-talker check before the greeting.
     pub(crate) greeting_delay: Duration,
+    /// Plugin verdicts since the last transaction ended (`hook:verdict`),
+    /// for the transaction's log line.
+    pub(crate) verdicts: Vec<String>,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
@@ -180,6 +183,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             backend: None,
             plugin_slots: None,
             greeting_delay: Duration::ZERO,
+            verdicts: Vec::new(),
         }
     }
 
@@ -202,6 +206,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             Flow::Close(code) => code,
         };
         let _ = self.io.flush().await;
+        if let Some(tx) = &self.tx {
+            tracing::info!(
+                session = %self.id,
+                client = %crate::logging::quoted(&self.client.remote_ip),
+                helo = %crate::logging::quoted(&self.helo),
+                from = %crate::logging::quoted(&tx.sender),
+                rcpts = tx.recipients.len(),
+                verdicts = %crate::logging::quoted(self.verdicts.join(" ").as_bytes()),
+                result = %crate::logging::quoted(b"abandoned"),
+                "transaction"
+            );
+        }
         tracing::debug!(session = %self.id, code, "session ended");
         code
     }
@@ -295,6 +311,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             Verb::Rset => {
                 self.spp.clear_transaction();
                 self.tx = None;
+                self.verdicts.clear();
                 self.io.reply("250 flushed");
                 Flow::Continue
             }

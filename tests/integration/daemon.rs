@@ -607,7 +607,9 @@ async fn reverse_dns_timeout_leaves_the_name_unset() {
     let dns_server = silent.local_addr().unwrap().to_string();
     let home = TestHome::new();
     host_reporter(&home);
-    let server = Server::daemon_with(
+    let pport = crate::util::process::free_port();
+    let listen = format!("127.0.0.1:{pport}");
+    let _server = Server::daemon_with(
         &home,
         &[],
         &[
@@ -616,10 +618,15 @@ async fn reverse_dns_timeout_leaves_the_name_unset() {
             &dns_server,
             "--dns-timeout",
             "1",
+            "--listen-proxy",
+            &listen,
+            "--proxy-from",
+            "127.0.0.1",
         ],
     );
-    wait_log(&home, "connection closed").await;
-    let mut c = Client::connect(server.port).await;
+    let mut c = Client::connect(pport).await;
+    c.send("PROXY TCP4 192.0.2.50 198.51.100.1 40000 25\r\n")
+        .await;
     let started = std::time::Instant::now();
     assert!(c.line().await.unwrap().starts_with("220 "));
     assert!(started.elapsed() < Duration::from_secs(15));

@@ -276,7 +276,12 @@ impl DnsServer {
     /// `--host-record=client.test,127.0.0.2`.
     pub fn start(records: &[&str]) -> DnsServer {
         let port = free_port();
-        let mut child = Command::new("dnsmasq")
+        let program = if std::path::Path::new("/usr/sbin/dnsmasq").exists() {
+            "/usr/sbin/dnsmasq"
+        } else {
+            "dnsmasq"
+        };
+        let mut child = Command::new(program)
             .args([
                 "--no-daemon",
                 "--conf-file=/dev/null",
