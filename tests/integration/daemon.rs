@@ -638,3 +638,64 @@ async fn reverse_dns_timeout_leaves_the_name_unset() {
         .expect("the query went to the configured server");
     assert!(n > 12);
 }
+
+#[tokio::test]
+async fn ipv6_listener_serves_and_reports_the_client_address() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here");
+        return;
+    }
+    let home = TestHome::new();
+    client_reporter(&home);
+    let port = crate::util::process::free_port();
+    let v6 = format!("[::1]:{port}");
+    let _server = Server::daemon_with(&home, &[], &["--listen", &v6]);
+    let stream = tokio::net::TcpStream::connect(("::1", port)).await.unwrap();
+    let (r, mut w) = stream.into_split();
+    let mut r = tokio::io::BufReader::new(r);
+    let mut line = String::new();
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    r.read_line(&mut line).await.unwrap();
+    assert_eq!(line, "220 mx.ref.test ESMTP\r\n");
+    w.write_all(b"HELO x\r\n").await.unwrap();
+    line.clear();
+    r.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("250-ip=::1 port="), "{line}");
+    assert!(line.contains(&format!("local=::1:{port}")), "{line}");
+}
+
+#[test]
+fn journald_logging_falls_back_to_stderr_without_a_journal() {
+    if std::path::Path::new("/run/systemd/journal/socket").exists() {
+        eprintln!("a journal exists here; the fallback cannot be seen");
+        return;
+    }
+    let home = TestHome::new();
+    let mut cmd = std::process::Command::new(crate::util::process::bin());
+    cmd.arg("--home")
+        .arg(home.dir())
+        .arg("--log")
+        .arg("journald")
+        .arg("stdio");
+    let out = crate::util::process::run_with_input(cmd, b"QUIT\r\n", Duration::from_secs(30));
+    assert_eq!(out.stdout, "220 mx.ref.test ESMTP\r\n221 mx.ref.test\r\n");
+    assert!(
+        out.stderr.contains("no journald socket; logging to stderr"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn the_sample_settings_file_passes_check() {
+    let home = TestHome::new();
+    let sample = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/spp-smtpd.ini"),
+    )
+    .unwrap();
+    home.write("control/spp-smtpd.ini", sample);
+    let mut cmd = std::process::Command::new(crate::util::process::bin());
+    cmd.arg("--home").arg(home.dir()).arg("check");
+    let out = crate::util::process::run_with_input(cmd, b"", Duration::from_secs(30));
+    assert_eq!(out.code, 0, "{}", out.stdout);
+}
