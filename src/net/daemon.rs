@@ -535,8 +535,7 @@ async fn connection(
         lifetime: Some(shared.settings.session_lifetime),
         greeting_delay: shared.settings.greeting_delay,
     };
-    let (r, w) = stream.into_split();
-    let code = Session::new(r, w, snapshot.config.clone(), env, id.clone())
+    let code = Session::new(Box::new(stream), snapshot.config.clone(), env, id.clone())
         .with_controls(controls)
         .run()
         .await;

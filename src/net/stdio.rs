@@ -59,9 +59,14 @@ pub fn run(home: &Path, proxy: bool) -> i32 {
                 }
             }
         }
-        Session::new(stdin, tokio::io::stdout(), cfg, env, id)
-            .run()
-            .await
+        Session::new(
+            Box::new(tokio::io::join(stdin, tokio::io::stdout())),
+            cfg,
+            env,
+            id,
+        )
+        .run()
+        .await
     });
     // A read of stdin may still be pending on a blocking thread: do not
     // wait for it.

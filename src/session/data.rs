@@ -12,7 +12,6 @@ use crate::protocol::received::{received_line, ReceivedInfo};
 use crate::protocol::reply::text;
 use crate::queue::{Backend, Envelope, Job, JobResult};
 use std::time::{Instant, SystemTime};
-use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Hop count at which a message is considered looping.
 const MAX_HOPS: u32 = 100;
@@ -27,7 +26,7 @@ enum BodyEnd {
     Io(IoEnd),
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
+impl Session {
     /// DATA
     pub(crate) async fn data(&mut self) -> Flow {
         match &self.tx {

@@ -2,9 +2,8 @@
 
 use super::{Flow, Session, Verdict};
 use crate::config::plugins::Hook;
-use tokio::io::{AsyncRead, AsyncWrite};
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
+impl Session {
     /// HELO (`extended` false) or EHLO.
     pub(crate) async fn helo(&mut self, arg: Vec<u8>, extended: bool) -> Flow {
         self.env.set("SMTPHELOHOST", &arg);

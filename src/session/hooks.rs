@@ -6,14 +6,13 @@ use super::{Session, Verdict};
 use crate::config::plugins::Hook;
 use crate::plugin::directive::{Directive, Queued};
 use crate::plugin::runner::{self, RunLimits};
-use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Most bytes of `H` headers, and of queued texts of each kind, that a
 /// session keeps: a client repeating a command cannot make them grow
 /// without bound.
 pub const MAX_PENDING: usize = 64 * 1024;
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
+impl Session {
     /// Runs the plugins of `hook` in order until one gives a verdict.
     /// `address` is the MAIL/RCPT address that `C` may replace.
     pub(crate) async fn run_hook(

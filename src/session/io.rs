@@ -63,9 +63,18 @@ pub enum Line {
 }
 
 /// Buffered, timed access to the client stream.
-pub struct SmtpIo<R, W> {
-    reader: R,
-    writer: W,
+/// A client connection: a socket, stdin/stdout joined, a TLS stream, or an
+/// in-memory pipe in tests.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// The connection, boxed so that STARTTLS can replace it in place.
+pub type BoxStream = Box<dyn Stream>;
+
+/// Buffered, timed access to the client stream.
+pub struct SmtpIo {
+    stream: BoxStream,
     inbuf: Vec<u8>,
     start: usize,
     end: usize,
@@ -78,12 +87,11 @@ pub struct SmtpIo<R, W> {
     pub busy: bool,
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> SmtpIo<R, W> {
-    /// Wraps the two halves of a connection.
-    pub fn new(reader: R, writer: W, timeout: Duration) -> Self {
+impl SmtpIo {
+    /// Wraps a connection.
+    pub fn new(stream: BoxStream, timeout: Duration) -> Self {
         SmtpIo {
-            reader,
-            writer,
+            stream,
             inbuf: Vec::new(),
             start: 0,
             end: 0,
@@ -106,8 +114,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> SmtpIo<R, W> {
             return Ok(());
         }
         let write = async {
-            self.writer.write_all(&self.out).await?;
-            self.writer.flush().await
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await
         };
         match tokio::time::timeout(self.timeout, write).await {
             Ok(Ok(())) => {
@@ -160,7 +168,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> SmtpIo<R, W> {
             return Ok(());
         }
         let read =
-            tokio::time::timeout(self.timeout, self.reader.read(&mut self.inbuf[self.end..]));
+            tokio::time::timeout(self.timeout, self.stream.read(&mut self.inbuf[self.end..]));
         let stop = wait_stop(&mut self.stop, self.busy);
         tokio::select! {
             r = read => match r {
@@ -182,7 +190,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> SmtpIo<R, W> {
         if self.inbuf.len() < IDLE_INBUF {
             self.inbuf.resize(IDLE_INBUF, 0);
         }
-        let read = self.reader.read(&mut self.inbuf[self.end..]);
+        let read = self.stream.read(&mut self.inbuf[self.end..]);
         tokio::select! {
             _ = tokio::time::sleep(delay) => Ok(true),
             r = read => match r {
@@ -253,11 +261,8 @@ mod tests {
     use crate::testing::Trickle;
 
     async fn lines(input: &[u8], chunk: usize) -> Vec<Line> {
-        let mut io = SmtpIo::new(
-            Trickle::new(input, chunk),
-            tokio::io::sink(),
-            Duration::from_secs(5),
-        );
+        let stream = tokio::io::join(Trickle::new(input, chunk), tokio::io::sink());
+        let mut io = SmtpIo::new(Box::new(stream), Duration::from_secs(5));
         let mut out = Vec::new();
         while let Ok(l) = io.read_line().await {
             out.push(l);
@@ -292,8 +297,7 @@ mod tests {
     #[tokio::test]
     async fn replies_are_flushed_before_reading() {
         let (client, server) = tokio::io::duplex(1024);
-        let (sr, sw) = tokio::io::split(server);
-        let mut io = SmtpIo::new(sr, sw, Duration::from_secs(5));
+        let mut io = SmtpIo::new(Box::new(server), Duration::from_secs(5));
         io.reply("220 hi");
         let (mut cr, mut cw) = tokio::io::split(client);
         let reader = tokio::spawn(async move { io.read_line().await });

@@ -5,9 +5,8 @@ use super::{Flow, Session, Transaction, Verdict};
 use crate::config::plugins::Hook;
 use crate::plugin::directive::Queued;
 use crate::protocol::reply::text;
-use tokio::io::{AsyncRead, AsyncWrite};
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
+impl Session {
     /// MAIL FROM:<address> [SIZE=n ...]
     pub(crate) async fn mail(&mut self, arg: Vec<u8>) -> Flow {
         let Some(mut addr) = self.parse_address(&arg) else {

@@ -19,7 +19,6 @@ use env::SessionEnv;
 use io::{IoEnd, Line, RunState, SmtpIo};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Semaphore};
 
 /// What the command loop does after a command.
@@ -136,9 +135,9 @@ pub struct SessionControls {
 }
 
 /// One SMTP session.
-pub struct Session<R, W> {
+pub struct Session {
     /// The client connection.
-    pub(crate) io: SmtpIo<R, W>,
+    pub(crate) io: SmtpIo,
     /// The configuration snapshot this session started with.
     pub(crate) cfg: Arc<Config>,
     /// The environment given to plugins and the queue.
@@ -166,12 +165,12 @@ pub struct Session<R, W> {
     pub(crate) verdicts: Vec<String>,
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
+impl Session {
     /// Prepares a session over a connection with the given environment.
-    pub fn new(reader: R, writer: W, cfg: Arc<Config>, env: SessionEnv, id: String) -> Self {
+    pub fn new(stream: io::BoxStream, cfg: Arc<Config>, env: SessionEnv, id: String) -> Self {
         let client = ClientInfo::from_env(&env, cfg.control.databytes);
         Session {
-            io: SmtpIo::new(reader, writer, cfg.control.timeout),
+            io: SmtpIo::new(stream, cfg.control.timeout),
             helo: client.remote_host.clone(),
             client,
             cfg,

@@ -5,12 +5,11 @@ use super::{Flow, Session, Verdict};
 use crate::config::plugins::Hook;
 use crate::plugin::directive::Queued;
 use crate::protocol::reply::text;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Most recipients of one message (RFC 5321 asks for at least 100).
 pub const MAX_RECIPIENTS: usize = 10_000;
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
+impl Session {
     /// RCPT TO:<address>
     pub(crate) async fn rcpt(&mut self, arg: Vec<u8>) -> Flow {
         if self.tx.is_none() {

@@ -74,8 +74,7 @@ impl Driver {
             senv.set(k, v);
         }
         let (client, server) = tokio::io::duplex(64 * 1024);
-        let (sr, sw) = tokio::io::split(server);
-        let task = tokio::spawn(Session::new(sr, sw, cfg, senv, "test".into()).run());
+        let task = tokio::spawn(Session::new(Box::new(server), cfg, senv, "test".into()).run());
         let (cr, cw) = tokio::io::split(client);
         Driver {
             reader: BufReader::new(cr),
