@@ -125,6 +125,22 @@ impl Session {
         let databytes = self.client.databytes;
         let mut chunk = Vec::with_capacity(8192);
         self.io.busy = true;
+        self.io.bulk = true;
+        let end = self
+            .copy_body_inner(job, decoder, databytes, &mut chunk)
+            .await;
+        self.io.bulk = false;
+        end
+    }
+
+    /// The loop of [`Session::copy_body`].
+    async fn copy_body_inner(
+        &mut self,
+        job: &mut Job,
+        decoder: &mut DataDecoder,
+        databytes: u64,
+        chunk: &mut Vec<u8>,
+    ) -> BodyEnd {
         loop {
             if self.io.buffered().is_empty() {
                 if let Err(e) = self.io.fill().await {
@@ -132,13 +148,13 @@ impl Session {
                 }
             }
             chunk.clear();
-            let (n, progress) = decoder.feed(self.io.buffered(), &mut chunk);
+            let (n, progress) = decoder.feed(self.io.buffered(), chunk);
             self.io.consume(n);
             let refused = decoder.hops >= MAX_HOPS
                 || (databytes > 0 && decoder.size > databytes)
                 || decoder.bare_cr;
             if !refused && !chunk.is_empty() {
-                job.write(&chunk).await;
+                job.write(chunk).await;
             }
             match progress {
                 Progress::NeedMore => {}

@@ -34,7 +34,16 @@ impl Session {
                 Some(slots) => slots.clone().acquire_owned().await.ok(),
                 None => None,
             };
-            let outcome = runner::run(plugin, &self.env, &self.cfg.home, limits, &self.id).await;
+            // Boxed: the run's state is only allocated while a plugin runs,
+            // so idle sessions stay small.
+            let outcome = Box::pin(runner::run(
+                plugin,
+                &self.env,
+                &self.cfg.home,
+                limits,
+                &self.id,
+            ))
+            .await;
             drop(_slot);
             let mut verdict = None;
             for directive in outcome.directives {

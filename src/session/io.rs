@@ -16,6 +16,8 @@ const INBUF: usize = MAX_LINE + 2048;
 /// only while a long line or a pipelined batch is being read, and shrinks
 /// back once consumed, so idle connections stay small.
 const IDLE_INBUF: usize = 512;
+/// Input buffer while a message body is read (`bulk`).
+const BULK_INBUF: usize = 32 * 1024;
 
 /// Why the connection cannot be used any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +87,8 @@ pub struct SmtpIo {
     pub stop: StopSignals,
     /// The session is in a transaction: a drain lets it go on.
     pub busy: bool,
+    /// A message body is being read: use a large buffer.
+    pub bulk: bool,
 }
 
 impl SmtpIo {
@@ -99,6 +103,7 @@ impl SmtpIo {
             timeout,
             stop: StopSignals::default(),
             busy: false,
+            bulk: false,
         }
     }
 
@@ -152,7 +157,9 @@ impl SmtpIo {
             self.end -= self.start;
             self.start = 0;
         }
-        let want = if self.end == 0 {
+        let want = if self.bulk {
+            BULK_INBUF.max(self.end)
+        } else if self.end == 0 {
             IDLE_INBUF
         } else if self.end == self.inbuf.len() {
             (self.inbuf.len() * 2).clamp(IDLE_INBUF, INBUF)

@@ -306,7 +306,8 @@ impl Session {
             Verb::Ehlo => self.helo(cmd.arg, true).await,
             Verb::Mail => self.mail(cmd.arg).await,
             Verb::Rcpt => self.rcpt(cmd.arg).await,
-            Verb::Data => self.data().await,
+            // Boxed: the DATA and queue state is only allocated during DATA.
+            Verb::Data => Box::pin(self.data()).await,
             Verb::Rset => {
                 self.spp.clear_transaction();
                 self.tx = None;

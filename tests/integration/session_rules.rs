@@ -3377,3 +3377,24 @@ async fn pending_header_block_is_bounded() {
     let n = stored.matches("X-Long: ").count();
     assert!(n > 0 && n < 66, "{n} headers kept");
 }
+
+#[tokio::test]
+async fn an_idle_session_task_stays_small() {
+    // The daemon holds one such future per connection: the plugin run and
+    // the DATA/queue state are boxed so they only cost while in use
+    // (bench/idle-connections measures the whole connection).
+    let home = TestHome::new();
+    let (_client, server) = tokio::io::duplex(64);
+    let session = spp_smtpd::session::Session::new(
+        Box::new(server),
+        home.config(),
+        Default::default(),
+        "x".into(),
+    );
+    let future = session.run();
+    assert!(
+        std::mem::size_of_val(&future) <= 4096,
+        "session future is {} bytes",
+        std::mem::size_of_val(&future)
+    );
+}
