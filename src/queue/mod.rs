@@ -90,7 +90,7 @@ pub struct Envelope {
 /// A message being written to a backend.
 pub enum Job {
     /// A running qmail-queue program.
-    Qmail(qmail_queue::QmailJob),
+    Qmail(Box<qmail_queue::QmailJob>),
     /// A Maildir file in `tmp/`.
     Maildir(maildir::MaildirJob),
 }
@@ -118,7 +118,7 @@ impl Job {
     ) -> std::io::Result<Job> {
         Ok(match backend {
             Backend::QmailQueue(program) => {
-                Job::Qmail(qmail_queue::QmailJob::start(program, env, home, limit)?)
+                Job::Qmail(Box::new(qmail_queue::QmailJob::start(program, env, home, limit)?))
             }
             Backend::Maildir(dir) => Job::Maildir(maildir::MaildirJob::start(dir, envelope).await?),
         })
@@ -137,7 +137,7 @@ impl Job {
     /// (too big, looping, bad input) and nothing is kept.
     pub async fn finish(self, envelope: Option<&Envelope>) -> JobResult {
         match self {
-            Job::Qmail(j) => j.finish(envelope).await,
+            Job::Qmail(j) => (*j).finish(envelope).await,
             Job::Maildir(j) => j.finish(envelope.is_some()).await,
         }
     }
