@@ -39,9 +39,15 @@ pub fn run(home: &Path, proxy: bool) -> i32 {
     let id = std::process::id().to_string();
     let mut env = SessionEnv::from_process();
     let code = rt.block_on(async move {
-        let mut stdin = tokio::io::stdin();
+        let mut stream: crate::session::io::BoxStream = match socket_on_stdio().and_then(|s| {
+            s.set_nonblocking(true).ok()?;
+            tokio::net::TcpStream::from_std(s).ok()
+        }) {
+            Some(socket) => Box::new(socket),
+            None => Box::new(tokio::io::join(tokio::io::stdin(), tokio::io::stdout())),
+        };
         if proxy {
-            match super::proxy::read_header(&mut stdin, PROXY_HEADER_TIMEOUT).await {
+            match super::proxy::read_header(&mut stream, PROXY_HEADER_TIMEOUT).await {
                 Ok(super::proxy::ProxiedAddrs::Tcp {
                     source,
                     destination,
@@ -59,17 +65,52 @@ pub fn run(home: &Path, proxy: bool) -> i32 {
                 }
             }
         }
-        Session::new(
-            Box::new(tokio::io::join(stdin, tokio::io::stdout())),
-            cfg,
-            env,
-            id,
-        )
-        .run()
-        .await
+        Session::new(stream, cfg, env, id).run().await
     });
     // A read of stdin may still be pending on a blocking thread: do not
     // wait for it.
     rt.shutdown_background();
     code
+}
+
+/// Under tcpserver or inetd, fd 0 and fd 1 are the same TCP socket: use it
+/// directly (non-blocking, on the runtime's reactor) instead of tokio's
+/// stdin/stdout, which go through helper threads. `None` for pipes,
+/// terminals, or two different descriptors.
+fn socket_on_stdio() -> Option<std::net::TcpStream> {
+    use std::os::fd::FromRawFd;
+    let stat = |fd| {
+        // SAFETY: `stat` is plain data; all-zero is a valid value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat writes into the struct we pass.
+        (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st)
+    };
+    let (a, b) = (stat(0)?, stat(1)?);
+    if a.st_mode & libc::S_IFMT != libc::S_IFSOCK || (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
+        return None;
+    }
+    // SAFETY: `sockaddr_storage` is plain data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: getsockname writes at most `len` bytes into `addr`.
+    if unsafe {
+        libc::getsockname(
+            0,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    } != 0
+    {
+        return None;
+    }
+    if !matches!(i32::from(addr.ss_family), libc::AF_INET | libc::AF_INET6) {
+        return None;
+    }
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor that we own.
+    let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is a fresh, owned TCP socket descriptor.
+    Some(unsafe { std::net::TcpStream::from_raw_fd(fd) })
 }

@@ -117,9 +117,9 @@ impl Job {
         limit: std::time::Duration,
     ) -> std::io::Result<Job> {
         Ok(match backend {
-            Backend::QmailQueue(program) => {
-                Job::Qmail(Box::new(qmail_queue::QmailJob::start(program, env, home, limit)?))
-            }
+            Backend::QmailQueue(program) => Job::Qmail(Box::new(qmail_queue::QmailJob::start(
+                program, env, home, limit,
+            )?)),
             Backend::Maildir(dir) => Job::Maildir(maildir::MaildirJob::start(dir, envelope).await?),
         })
     }
