@@ -13,8 +13,10 @@
 //! - [`queue`]: the qmail-queue program interface and the embedded Maildir.
 //! - [`net`]: the transports — `stdio` (tcpserver/inetd) and the `serve`
 //!   daemon — and local address enumeration.
-//! - [`logging`]: the log subscriber (stderr, multilog-friendly).
+//! - [`tls`]: certificates and the rustls configuration (STARTTLS, implicit TLS).
+//! - [`logging`]: the log subscriber (stderr or journald).
 
+pub mod auth;
 pub mod config;
 pub mod logging;
 pub mod net;
@@ -22,6 +24,7 @@ pub mod plugin;
 pub mod protocol;
 pub mod queue;
 pub mod session;
+pub mod tls;
 
 #[cfg(test)]
 mod testing;

@@ -28,6 +28,12 @@ enum Mode {
         /// trusted proxy; its addresses become TCPREMOTEIP/TCPLOCALIP.
         #[arg(long)]
         proxy: bool,
+        /// The connection starts with a TLS handshake (port 465 style).
+        #[arg(long)]
+        tls: bool,
+        /// TLS and AUTH.
+        #[command(flatten)]
+        tls_auth: net::settings::TlsAuthArgs,
     },
     /// The daemon: listen and serve many sessions.
     Serve(Box<net::settings::ServeArgs>),
@@ -43,7 +49,19 @@ fn main() {
     let cli = Cli::parse();
     logging::init(cli.log);
     let code = match cli.mode {
-        Mode::Stdio { proxy } => net::stdio::run(&cli.home, proxy),
+        Mode::Stdio {
+            proxy,
+            tls,
+            tls_auth,
+        } => match net::settings::TlsAuthSettings::for_stdio(&tls_auth) {
+            Ok(settings) => net::stdio::run(&cli.home, proxy, tls, &settings),
+            Err(errors) => {
+                for e in errors {
+                    tracing::error!("{e}");
+                }
+                net::daemon::EXIT_CONFIG
+            }
+        },
         Mode::Serve(args) => net::daemon::run(&cli.home, &args),
         Mode::Check { plugins } => {
             let problems = config::check::check(&cli.home, plugins.as_deref());

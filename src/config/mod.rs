@@ -102,21 +102,30 @@ pub struct Config {
     pub default_plugins: Result<Arc<PluginTable>, ConfigError>,
     /// This host's addresses, for `[ip]` literals.
     pub local_ips: LocalIps,
+    /// TLS configuration, when certificates are configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Config {
     /// Reads the control files and the default plugin table under `home`.
     pub fn load(home: &Path) -> Result<Config, LoadError> {
+        Config::load_with(home, &crate::tls::CertSource::default())
+    }
+
+    /// As [`Config::load`], with certificates from `certs`.
+    pub fn load_with(home: &Path, certs: &crate::tls::CertSource) -> Result<Config, LoadError> {
         let home = std::path::absolute(home).map_err(|e| ConfigError::io(home, &e))?;
         let control = Control::load(&home)?;
         let default_plugins =
             load_plugin_table(&home, &home.join("control/smtpplugins")).map(Arc::new);
         let local_ips = LocalIps::enumerate().map_err(LoadError::LocalIps)?;
+        let tls = crate::tls::load(&home, certs)?;
         Ok(Config {
             home,
             control,
             default_plugins,
             local_ips,
+            tls,
         })
     }
 

@@ -105,6 +105,8 @@ struct Shared {
     counter: AtomicU64,
     /// Reverse DNS for TCPREMOTEHOST, when enabled.
     dns: Option<super::dns::ReverseDns>,
+    /// AUTH configuration, when a backend is set.
+    auth: Option<Arc<crate::auth::AuthConfig>>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT; returns the exit status.
@@ -175,10 +177,23 @@ pub fn run(home: &Path, args: &ServeArgs) -> i32 {
     code
 }
 
-/// A listening socket and whether its clients start with a PROXY header.
+/// What a listener's clients start with and must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Plain SMTP (STARTTLS if a certificate is loaded).
+    Plain,
+    /// A PROXY header from a trusted proxy, then SMTP.
+    Proxy,
+    /// A TLS handshake, then SMTP (port 465 style).
+    Tls,
+    /// Submission: AUTH required before MAIL.
+    Submission,
+}
+
+/// A listening socket and its kind.
 struct Listener {
     socket: std::net::TcpListener,
-    proxy: bool,
+    kind: Kind,
 }
 
 /// Sockets passed by systemd (plain SMTP), then `listen` (unless only the
@@ -194,7 +209,7 @@ fn open_listeners(settings: &DaemonSettings) -> Result<Vec<Listener>, String> {
             .map_err(|e| format!("socket activation: {e}"))?;
         out.push(Listener {
             socket,
-            proxy: false,
+            kind: Kind::Plain,
         });
     }
     let plain: &[SocketAddr] = if activated_any && settings.listen_is_default {
@@ -202,10 +217,15 @@ fn open_listeners(settings: &DaemonSettings) -> Result<Vec<Listener>, String> {
     } else {
         &settings.listen
     };
-    for (addrs, proxy) in [(plain, false), (&settings.listen_proxy[..], true)] {
+    for (addrs, kind) in [
+        (plain, Kind::Plain),
+        (&settings.listen_proxy[..], Kind::Proxy),
+        (&settings.listen_tls[..], Kind::Tls),
+        (&settings.listen_submission[..], Kind::Submission),
+    ] {
         for addr in addrs {
             let socket = bind(*addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            out.push(Listener { socket, proxy });
+            out.push(Listener { socket, kind });
         }
     }
     Ok(out)
@@ -251,6 +271,7 @@ async fn serve(
             }
         },
     };
+    let settings_auth = settings.tls_auth.auth.clone().map(Arc::new);
     let (snap_tx, snap_rx) = watch::channel(Arc::new(snapshot));
     let (state_tx, state_rx) = watch::channel(RunState::Running);
     let shared = Arc::new(Shared {
@@ -264,6 +285,7 @@ async fn serve(
         tracker: TaskTracker::new(),
         counter: AtomicU64::new(0),
         dns,
+        auth: settings_auth,
     });
     let mut accept_tasks = Vec::new();
     for l in listeners {
@@ -276,10 +298,10 @@ async fn serve(
         };
         tracing::info!(
             addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            proxy = l.proxy,
+            kind = ?l.kind,
             "listening"
         );
-        accept_tasks.push(tokio::spawn(accept_loop(listener, l.proxy, shared.clone())));
+        accept_tasks.push(tokio::spawn(accept_loop(listener, l.kind, shared.clone())));
     }
     notify("READY=1");
     wait_for_stop(&home, &shared.settings, &snap_tx).await;
@@ -364,7 +386,7 @@ fn reload(home: &Path, settings: &DaemonSettings, snapshots: &watch::Sender<Arc<
 
 /// Accepts connections until the daemon stops, backing off on errors
 /// (e.g. EMFILE) instead of spinning.
-async fn accept_loop(listener: TcpListener, proxy: bool, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, kind: Kind, shared: Arc<Shared>) {
     let mut state = shared.state.clone();
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -377,7 +399,7 @@ async fn accept_loop(listener: TcpListener, proxy: bool, shared: Arc<Shared>) {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(5);
-                    admit(stream, peer, proxy, &shared);
+                    admit(stream, peer, kind, &shared);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
@@ -424,7 +446,7 @@ impl Drop for PerIpSlot {
 }
 
 /// Applies the global connection limit, then starts the connection task.
-fn admit(stream: TcpStream, peer: SocketAddr, proxy: bool, shared: &Arc<Shared>) {
+fn admit(stream: TcpStream, peer: SocketAddr, kind: Kind, shared: &Arc<Shared>) {
     let snapshot = shared.snapshots.borrow().clone();
     let Ok(conn): Result<OwnedSemaphorePermit, _> = shared.conn_slots.clone().try_acquire_owned()
     else {
@@ -439,7 +461,7 @@ fn admit(stream: TcpStream, peer: SocketAddr, proxy: bool, shared: &Arc<Shared>)
     let id = shared.counter.fetch_add(1, Ordering::Relaxed).to_string();
     let shared2 = shared.clone();
     shared.tracker.spawn(async move {
-        connection(stream, peer, proxy, &shared2, snapshot, id).await;
+        connection(stream, peer, kind, &shared2, snapshot, id).await;
         drop(conn);
     });
 }
@@ -458,7 +480,7 @@ const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
-    proxy: bool,
+    kind: Kind,
     shared: &Shared,
     snapshot: Arc<Snapshot>,
     id: String,
@@ -469,7 +491,7 @@ async fn connection(
         return;
     };
     let mut peer = peer;
-    if proxy {
+    if kind == Kind::Proxy {
         let from = peer.ip().to_canonical();
         if !shared.settings.proxy_from.iter().any(|n| n.contains(from)) {
             tracing::warn!(session = %id, client = %from, "PROXY listener: client is not a trusted proxy; closed");
@@ -534,6 +556,10 @@ async fn connection(
         shutdown: Some(shared.state.clone()),
         lifetime: Some(shared.settings.session_lifetime),
         greeting_delay: shared.settings.greeting_delay,
+        implicit_tls: kind == Kind::Tls,
+        require_tls: shared.settings.tls_auth.require_tls,
+        auth: shared.auth.clone(),
+        require_auth: kind == Kind::Submission,
     };
     let code = Session::new(Box::new(stream), snapshot.config.clone(), env, id.clone())
         .with_controls(controls)

@@ -11,6 +11,176 @@ use std::time::Duration;
 /// Default listening address of `serve`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:2525";
 
+/// TLS and AUTH flags shared by `stdio` and `serve`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsAuthArgs {
+    /// Certificate chain (PEM) instead of control/servercert.pem.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse MAIL until the client has used STARTTLS.
+    #[arg(long)]
+    pub require_tls: bool,
+    /// checkpassword program (and arguments, shell-style) that checks AUTH
+    /// credentials.
+    #[arg(long)]
+    pub checkpassword: Option<String>,
+    /// Dovecot auth socket that checks AUTH credentials.
+    #[arg(long)]
+    pub dovecot_auth: Option<PathBuf>,
+    /// Offer AUTH on connections without TLS too.
+    #[arg(long)]
+    pub allow_auth_without_tls: bool,
+    /// Seconds before answering a failed AUTH (default 5).
+    #[arg(long)]
+    pub auth_failure_delay: Option<u64>,
+    /// Failed AUTH attempts before the connection is closed (default 3).
+    #[arg(long)]
+    pub auth_max_failures: Option<u32>,
+}
+
+/// Validated TLS and AUTH settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsAuthSettings {
+    /// Where the certificates are.
+    pub certs: crate::tls::CertSource,
+    /// Refuse MAIL before STARTTLS.
+    pub require_tls: bool,
+    /// AUTH, if a backend is configured.
+    pub auth: Option<crate::auth::AuthConfig>,
+}
+
+impl TlsAuthSettings {
+    /// From flags, with INI values (`serve`) filling in what is missing.
+    /// `default_on`: offer AUTH when `SMTPAUTH` is unset.
+    fn resolve(
+        args: &TlsAuthArgs,
+        ini: &IniValues,
+        default_on: bool,
+        errors: &mut Vec<ConfigError>,
+    ) -> TlsAuthSettings {
+        let text = |flag: &Option<String>, key: &str| {
+            flag.clone()
+                .or_else(|| ini.get(key).map(|(_, v)| v.to_string()))
+        };
+        let yes = |flag: bool, key: &str, errors: &mut Vec<ConfigError>| {
+            flag || ini
+                .get(key)
+                .is_some_and(|(line, v)| match v.to_ascii_lowercase().as_str() {
+                    "yes" | "true" | "on" | "1" => true,
+                    "no" | "false" | "off" | "0" => false,
+                    _ => {
+                        errors.push(ini.error(line, format!("{key}: {v:?} is not yes or no")));
+                        false
+                    }
+                })
+        };
+        let num = |flag: Option<u64>, key: &str, default: u64, errors: &mut Vec<ConfigError>| {
+            flag.or_else(|| {
+                let (line, v) = ini.get(key)?;
+                v.parse()
+                    .map_err(|_| {
+                        errors.push(ini.error(line, format!("{key}: {v:?} is not a number")))
+                    })
+                    .ok()
+            })
+            .unwrap_or(default)
+        };
+        let cert = args
+            .tls_cert
+            .clone()
+            .or_else(|| ini.get("tls-cert").map(|(_, v)| PathBuf::from(v)));
+        let key = args
+            .tls_key
+            .clone()
+            .or_else(|| ini.get("tls-key").map(|(_, v)| PathBuf::from(v)));
+        let cert_and_key = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (Some(c), None) => Some((c.clone(), c)),
+            (None, Some(_)) => {
+                errors.push(ConfigError::at(
+                    Path::new("settings"),
+                    None,
+                    "tls-key needs tls-cert",
+                ));
+                None
+            }
+            (None, None) => None,
+        };
+        let require_tls = yes(args.require_tls, "require-tls", errors);
+        let allow_without_tls = yes(
+            args.allow_auth_without_tls,
+            "allow-auth-without-tls",
+            errors,
+        );
+        let failure_delay = Duration::from_secs(num(
+            args.auth_failure_delay,
+            "auth-failure-delay",
+            5,
+            errors,
+        ));
+        let max_failures = num(
+            args.auth_max_failures.map(u64::from),
+            "auth-max-failures",
+            3,
+            errors,
+        )
+        .clamp(1, 1000) as u32;
+        let backend = match (
+            text(&args.checkpassword, "checkpassword"),
+            args.dovecot_auth
+                .clone()
+                .or_else(|| ini.get("dovecot-auth").map(|(_, v)| PathBuf::from(v))),
+        ) {
+            (Some(_), Some(_)) => {
+                errors.push(ConfigError::at(
+                    Path::new("settings"),
+                    None,
+                    "choose checkpassword or dovecot-auth, not both",
+                ));
+                None
+            }
+            (Some(cp), None) => match shell_words::split(&cp) {
+                Ok(words) if !words.is_empty() => Some(crate::auth::Backend::Checkpassword(words)),
+                _ => {
+                    errors.push(ConfigError::at(
+                        Path::new("settings"),
+                        None,
+                        format!("checkpassword: cannot split {cp:?}"),
+                    ));
+                    None
+                }
+            },
+            (None, Some(socket)) => Some(crate::auth::Backend::Dovecot(socket)),
+            (None, None) => None,
+        };
+        TlsAuthSettings {
+            certs: crate::tls::CertSource { cert_and_key },
+            require_tls,
+            auth: backend.map(|backend| crate::auth::AuthConfig {
+                backend,
+                allow_without_tls,
+                failure_delay,
+                max_failures,
+                default_on,
+            }),
+        }
+    }
+
+    /// For `stdio`: flags only; AUTH follows `SMTPAUTH` (unset: off).
+    pub fn for_stdio(args: &TlsAuthArgs) -> Result<TlsAuthSettings, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let s = TlsAuthSettings::resolve(args, &IniValues::default(), false, &mut errors);
+        if errors.is_empty() {
+            Ok(s)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 /// Settings of `serve` as given on the command line (all optional, so the
 /// INI file can fill in what is missing).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -69,6 +239,15 @@ pub struct ServeArgs {
     /// With --user: this group instead of the user's primary group.
     #[arg(long)]
     pub group: Option<String>,
+    /// Address for implicit TLS (port 465 style; repeatable).
+    #[arg(long = "listen-tls")]
+    pub listen_tls: Vec<SocketAddr>,
+    /// Address for submission: AUTH required before MAIL (repeatable).
+    #[arg(long = "listen-submission")]
+    pub listen_submission: Vec<SocketAddr>,
+    /// TLS and AUTH.
+    #[command(flatten)]
+    pub tls_auth: TlsAuthArgs,
 }
 
 /// Validated settings of `serve`.
@@ -112,6 +291,12 @@ pub struct DaemonSettings {
     pub user: Option<String>,
     /// Group to switch to after binding.
     pub group: Option<String>,
+    /// Implicit-TLS listeners.
+    pub listen_tls: Vec<SocketAddr>,
+    /// Submission listeners (AUTH required).
+    pub listen_submission: Vec<SocketAddr>,
+    /// TLS and AUTH.
+    pub tls_auth: TlsAuthSettings,
 }
 
 /// Defaults, safe on a small machine.
@@ -146,6 +331,16 @@ const KEYS: &[&str] = &[
     "greeting-delay",
     "user",
     "group",
+    "listen-tls",
+    "listen-submission",
+    "tls-cert",
+    "tls-key",
+    "require-tls",
+    "checkpassword",
+    "dovecot-auth",
+    "allow-auth-without-tls",
+    "auth-failure-delay",
+    "auth-max-failures",
 ];
 
 impl DaemonSettings {
@@ -220,6 +415,28 @@ impl DaemonSettings {
                 })
                 .collect()
         };
+        let addr_list =
+            |flag: &[SocketAddr], key: &str, errors: &mut Vec<ConfigError>| -> Vec<SocketAddr> {
+                if !flag.is_empty() {
+                    return flag.to_vec();
+                }
+                let line = ini.get(key).map(|(l, _)| l).unwrap_or(0);
+                list(key)
+                    .iter()
+                    .filter_map(|a| {
+                        a.parse()
+                            .map_err(|_| {
+                                errors
+                                    .push(ini.error(line, format!("{key}: {a:?} is not ADDR:PORT")))
+                            })
+                            .ok()
+                    })
+                    .collect()
+            };
+        let listen_tls = addr_list(&args.listen_tls, "listen-tls", &mut errors);
+        let listen_submission =
+            addr_list(&args.listen_submission, "listen-submission", &mut errors);
+        let tls_auth = TlsAuthSettings::resolve(&args.tls_auth, &ini, true, &mut errors);
         if !listen_proxy.is_empty() && proxy_from.is_empty() {
             errors.push(ConfigError::at(
                 file.as_deref().unwrap_or(Path::new("command line")),
@@ -358,6 +575,9 @@ impl DaemonSettings {
             listen_is_default,
             user,
             group,
+            listen_tls,
+            listen_submission,
+            tls_auth,
         })
     }
 }

@@ -15,7 +15,12 @@ const PROXY_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 /// errors, as qmail-smtpd). With `proxy`, the connection starts with a
 /// PROXY protocol header whose addresses replace TCPREMOTEIP/PORT and
 /// TCPLOCALIP/PORT.
-pub fn run(home: &Path, proxy: bool) -> i32 {
+pub fn run(
+    home: &Path,
+    proxy: bool,
+    implicit_tls: bool,
+    tls_auth: &super::settings::TlsAuthSettings,
+) -> i32 {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -26,7 +31,7 @@ pub fn run(home: &Path, proxy: bool) -> i32 {
             return 1;
         }
     };
-    let cfg = match Config::load(home) {
+    let cfg = match Config::load_with(home, &tls_auth.certs) {
         Ok(c) => Arc::new(c),
         Err(e) => {
             tracing::error!(error = %e, "configuration unreadable");
@@ -65,7 +70,16 @@ pub fn run(home: &Path, proxy: bool) -> i32 {
                 }
             }
         }
-        Session::new(stream, cfg, env, id).run().await
+        let controls = crate::session::SessionControls {
+            implicit_tls,
+            require_tls: tls_auth.require_tls,
+            auth: tls_auth.auth.clone().map(Arc::new),
+            ..Default::default()
+        };
+        Session::new(stream, cfg, env, id)
+            .with_controls(controls)
+            .run()
+            .await
     });
     // A read of stdin may still be pending on a blocking thread: do not
     // wait for it.

@@ -24,6 +24,10 @@ pub enum Verb {
     Help,
     /// `QUIT`
     Quit,
+    /// `STARTTLS`
+    Starttls,
+    /// `AUTH mechanism [initial-response]`
+    Auth,
     /// Anything else, including the empty line.
     Unknown,
 }
@@ -64,7 +68,7 @@ impl Command {
 impl Verb {
     /// Case-insensitive lookup of a verb.
     pub fn from_bytes(v: &[u8]) -> Verb {
-        const TABLE: [(&[u8], Verb); 10] = [
+        const TABLE: [(&[u8], Verb); 12] = [
             (b"helo", Verb::Helo),
             (b"ehlo", Verb::Ehlo),
             (b"mail", Verb::Mail),
@@ -75,6 +79,8 @@ impl Verb {
             (b"vrfy", Verb::Vrfy),
             (b"help", Verb::Help),
             (b"quit", Verb::Quit),
+            (b"starttls", Verb::Starttls),
+            (b"auth", Verb::Auth),
         ];
         TABLE
             .iter()
@@ -124,7 +130,8 @@ mod tests {
             (" HELO x", Verb::Unknown, "HELO x"),
             ("HELO\tx", Verb::Unknown, ""),
             ("EXPN x", Verb::Unknown, "x"),
-            ("STARTTLS", Verb::Unknown, ""),
+            ("STARTTLS", Verb::Starttls, ""),
+            ("auth plain x", Verb::Auth, "plain x"),
         ];
         for &(line, verb, arg) in table {
             for ending in ["", "\n", "\r\n"] {

@@ -73,7 +73,7 @@ impl Session {
                 remote_info: self.client.remote_info.as_deref(),
                 remote_ip: &self.client.remote_ip,
                 local: &self.client.local,
-                protocol: "SMTP",
+                protocol: self.received_protocol(),
             },
             SystemTime::now(),
         );

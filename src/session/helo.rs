@@ -19,13 +19,24 @@ impl Session {
             self.io.reply([b"250 ", &greeting[..]].concat());
             return Flow::Continue;
         }
-        self.io.reply([b"250-", &greeting[..]].concat());
-        self.io.reply("250-PIPELINING");
+        let mut lines = vec![[b"250-", &greeting[..]].concat()];
+        if self.cfg.tls.is_some() && self.tls.is_none() {
+            lines.push(b"250-STARTTLS".to_vec());
+        }
+        lines.push(b"250-PIPELINING".to_vec());
+        lines.push(b"250-8BITMIME".to_vec());
+        if let Some(auth) = self.auth_ehlo_line() {
+            lines.push(auth.into_bytes());
+        }
         if self.client.databytes > 0 {
-            self.io.reply("250-8BITMIME");
-            self.io.reply(format!("250 SIZE {}", self.client.databytes));
-        } else {
-            self.io.reply("250 8BITMIME");
+            lines.push(format!("250-SIZE {}", self.client.databytes).into_bytes());
+        }
+        // The last line has a space after the code.
+        if let Some(last) = lines.last_mut() {
+            last[3] = b' ';
+        }
+        for line in lines {
+            self.io.reply(line);
         }
         Flow::Continue
     }

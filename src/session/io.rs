@@ -135,6 +135,28 @@ impl SmtpIo {
         }
     }
 
+    /// Takes the stream out (for a TLS handshake); the session must put a
+    /// stream back with [`SmtpIo::set_stream`] before reading again.
+    pub fn take_stream(&mut self) -> BoxStream {
+        std::mem::replace(
+            &mut self.stream,
+            Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink())),
+        )
+    }
+
+    /// Continues on `stream` (the TLS stream after a handshake).
+    pub fn set_stream(&mut self, stream: BoxStream) {
+        self.stream = stream;
+    }
+
+    /// Drops any input received but not processed; returns how much.
+    pub fn discard_input(&mut self) -> usize {
+        let n = self.end - self.start;
+        self.start = 0;
+        self.end = 0;
+        n
+    }
+
     /// Bytes received but not consumed yet.
     pub fn buffered(&self) -> &[u8] {
         &self.inbuf[self.start..self.end]

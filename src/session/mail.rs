@@ -9,6 +9,13 @@ use crate::protocol::reply::text;
 impl Session {
     /// MAIL FROM:<address> [SIZE=n ...]
     pub(crate) async fn mail(&mut self, arg: Vec<u8>) -> Flow {
+        if self.require_tls && self.tls.is_none() {
+            return self.simple("530 Must issue a STARTTLS command first (#5.7.0)");
+        }
+        if self.offer.as_ref().is_some_and(|o| o.required) && self.authenticated.is_none() {
+            // qmail's AUTH patch has the trailing space; kept for compatibility.
+            return self.simple("530 Authorization required (#5.7.1) ");
+        }
         let Some(mut addr) = self.parse_address(&arg) else {
             self.io.reply(text::SYNTAX);
             return Flow::Continue;

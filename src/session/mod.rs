@@ -2,6 +2,7 @@
 //! the byte stream. `mod.rs` owns the state and the command loop; each verb
 //! with a hook has its own file, and [`hooks`] applies plugin directives.
 
+mod auth;
 mod data;
 pub mod env;
 mod helo;
@@ -9,6 +10,7 @@ mod hooks;
 pub mod io;
 mod mail;
 mod rcpt;
+mod tls;
 
 use crate::config::plugins::{Hook, PluginTable};
 use crate::config::Config;
@@ -132,6 +134,14 @@ pub struct SessionControls {
     pub lifetime: Option<Duration>,
     /// Silence required from the client before the greeting (zero: none).
     pub greeting_delay: Duration,
+    /// The connection starts with a TLS handshake (port 465 style).
+    pub implicit_tls: bool,
+    /// MAIL is refused until STARTTLS.
+    pub require_tls: bool,
+    /// AUTH, if configured.
+    pub auth: Option<Arc<crate::auth::AuthConfig>>,
+    /// Submission: AUTH is required before MAIL whatever `SMTPAUTH` says.
+    pub require_auth: bool,
 }
 
 /// One SMTP session.
@@ -163,6 +173,22 @@ pub struct Session {
     /// Plugin verdicts since the last transaction ended (`hook:verdict`),
     /// for the transaction's log line.
     pub(crate) verdicts: Vec<String>,
+    /// The TLS connection, once established.
+    pub(crate) tls: Option<crate::tls::TlsInfo>,
+    /// Start with a TLS handshake.
+    pub(crate) implicit_tls: bool,
+    /// Refuse MAIL before STARTTLS.
+    pub(crate) require_tls: bool,
+    /// AUTH configuration.
+    pub(crate) auth: Option<Arc<crate::auth::AuthConfig>>,
+    /// What this session offers (from `SMTPAUTH`), decided at the start.
+    pub(crate) offer: Option<crate::auth::Offer>,
+    /// Submission mode: AUTH required.
+    pub(crate) require_auth: bool,
+    /// The authenticated user.
+    pub(crate) authenticated: Option<String>,
+    /// Failed AUTH attempts so far.
+    pub(crate) auth_failures: u32,
 }
 
 impl Session {
@@ -183,6 +209,14 @@ impl Session {
             plugin_slots: None,
             greeting_delay: Duration::ZERO,
             verdicts: Vec::new(),
+            tls: None,
+            implicit_tls: false,
+            require_tls: false,
+            auth: None,
+            offer: None,
+            require_auth: false,
+            authenticated: None,
+            auth_failures: 0,
         }
     }
 
@@ -190,6 +224,10 @@ impl Session {
     pub fn with_controls(mut self, controls: SessionControls) -> Self {
         self.plugin_slots = controls.plugin_slots;
         self.greeting_delay = controls.greeting_delay;
+        self.implicit_tls = controls.implicit_tls;
+        self.require_tls = controls.require_tls;
+        self.auth = controls.auth;
+        self.require_auth = controls.require_auth;
         self.io.stop.shutdown = controls.shutdown;
         self.io.stop.deadline = controls
             .lifetime
@@ -223,6 +261,26 @@ impl Session {
 
     /// Loads the plugin table, runs the connection hook and greets.
     async fn start(&mut self) -> Flow {
+        if self.implicit_tls {
+            let Some(config) = self.cfg.tls.clone() else {
+                tracing::error!(session = %self.id, "implicit TLS without a certificate");
+                return Flow::Close(1);
+            };
+            if !self.handshake(config).await {
+                return Flow::Close(1);
+            }
+        }
+        if let Some(cfg) = &self.auth {
+            let smtpauth = self.env.get("SMTPAUTH");
+            self.offer = crate::auth::offer(smtpauth, cfg.default_on, cfg.backend.cram_possible());
+            if self.require_auth {
+                let offer = self.offer.get_or_insert(crate::auth::Offer {
+                    mechanisms: vec![crate::auth::Mechanism::Login, crate::auth::Mechanism::Plain],
+                    required: true,
+                });
+                offer.required = true;
+            }
+        }
         let nospp = self.env.contains("NOSPP");
         match self.cfg.plugins_for(nospp, self.env.get("SPPCONFFILE")) {
             Ok(p) => {
@@ -323,6 +381,8 @@ impl Session {
                 self.io.reply(bye);
                 Flow::Close(0)
             }
+            Verb::Starttls => self.starttls().await,
+            Verb::Auth => Box::pin(self.auth(cmd.arg)).await,
             Verb::Unknown => self.simple(text::UNIMPLEMENTED),
         }
     }

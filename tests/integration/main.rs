@@ -10,3 +10,4 @@ mod daemon;
 mod examples;
 mod plugin_faults;
 mod session_rules;
+mod tls_auth;

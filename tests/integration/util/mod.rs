@@ -182,3 +182,72 @@ pub fn strip_received_date(msg: &[u8]) -> String {
     }
     out
 }
+
+/// A test checkpassword program: `alice`/`secret` is accepted (also by
+/// CRAM-MD5), `tempfail` gets 111, anything else 1. Reads fd 3 as the
+/// qmail convention says.
+pub const TEST_CHECKPASSWORD: &str = r#"#!/usr/bin/env python3
+import hmac, os, sys
+data = b""
+while True:
+    chunk = os.read(3, 4096)
+    if not chunk:
+        break
+    data += chunk
+user, secret, stamp = data.split(b"\0")[:3]
+if user == b"tempfail":
+    sys.exit(111)
+if user != b"alice":
+    sys.exit(1)
+if secret == b"secret":
+    sys.exit(0)
+expected = hmac.new(b"secret", stamp, "md5").hexdigest().encode()
+sys.exit(0 if hmac.compare_digest(secret, expected) else 1)
+"#;
+
+impl TestHome {
+    /// A self-signed certificate for `mx.ref.test` (P-256) in
+    /// `control/servercert.pem`, made with the openssl CLI.
+    pub fn install_cert(&self) {
+        let dir = self.path.join("certgen");
+        fs::create_dir_all(&dir).unwrap();
+        let status = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ])
+            .arg("-keyout")
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(dir.join("cert.pem"))
+            .args([
+                "-days",
+                "2",
+                "-subj",
+                "/CN=mx.ref.test",
+                "-addext",
+                "subjectAltName=DNS:mx.ref.test",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success(), "openssl could not make a certificate");
+        let mut pem = fs::read(dir.join("cert.pem")).unwrap();
+        pem.extend(fs::read(dir.join("key.pem")).unwrap());
+        self.control("servercert.pem", pem);
+    }
+
+    /// Installs the test checkpassword as `bin/checkpassword`; returns its
+    /// relative path.
+    pub fn install_checkpassword(&self) -> String {
+        let p = self.write("bin/checkpassword", TEST_CHECKPASSWORD);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        "bin/checkpassword".into()
+    }
+}

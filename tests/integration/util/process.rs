@@ -143,6 +143,21 @@ pub struct Server {
 }
 
 impl Server {
+    /// `tcpserver ... spp-smtpd --home HOME stdio ARGS`.
+    pub fn tcpserver_with(home: &TestHome, env: &[(&str, &str)], args: &[&str]) -> Server {
+        let port = free_port();
+        let mut cmd = Command::new("tcpserver");
+        cmd.args(["-R", "-H", "-l", "0", "-c", "50", "-b", "50", "127.0.0.1"])
+            .arg(port.to_string())
+            .arg(bin())
+            .arg("--home")
+            .arg(home.dir())
+            .arg("stdio")
+            .args(args);
+        let log = std::fs::File::create(home.dir().join("daemon.log")).unwrap();
+        Server::spawn_logging(cmd, env, port, Stdio::from(log))
+    }
+
     /// `tcpserver -R -H -l 0 127.0.0.1 PORT spp-smtpd --home HOME stdio`.
     pub fn tcpserver(home: &TestHome, env: &[(&str, &str)]) -> Server {
         let port = free_port();

@@ -1,0 +1,75 @@
+//! STARTTLS (RFC 3207) and implicit TLS: the handshake replaces the
+//! session's stream in place; input pipelined after STARTTLS is discarded
+//! and the session state is reset.
+
+use super::{Flow, Session};
+use crate::protocol::reply::text;
+use tokio_rustls::TlsAcceptor;
+
+impl Session {
+    /// STARTTLS
+    pub(crate) async fn starttls(&mut self) -> Flow {
+        let Some(config) = self.cfg.tls.clone() else {
+            return self.simple(text::UNIMPLEMENTED);
+        };
+        if self.tls.is_some() {
+            return self.simple("503 TLS already active (#5.5.1)");
+        }
+        self.io.reply("220 ready to start TLS");
+        if self.io.flush().await.is_err() {
+            return Flow::Close(1);
+        }
+        // Commands pipelined after STARTTLS came in the clear: never run them.
+        let dropped = self.io.discard_input();
+        if dropped > 0 {
+            tracing::warn!(session = %self.id, bytes = dropped, "input after STARTTLS discarded");
+        }
+        if !self.handshake(config).await {
+            return Flow::Close(1);
+        }
+        // RFC 3207: forget everything learnt before TLS.
+        self.helo = self.client.remote_host.clone();
+        self.tx = None;
+        self.bad_sender = false;
+        self.spp.clear_transaction();
+        self.verdicts.clear();
+        Flow::Continue
+    }
+
+    /// Runs the TLS handshake on the current stream; on success the
+    /// session continues over TLS and plugins see `SSL_PROTOCOL` and
+    /// `SSL_CIPHER`. False if it failed or timed out.
+    pub(crate) async fn handshake(&mut self, config: std::sync::Arc<rustls::ServerConfig>) -> bool {
+        let stream = self.io.take_stream();
+        let accept = TlsAcceptor::from(config).accept(stream);
+        match tokio::time::timeout(self.cfg.control.timeout, accept).await {
+            Ok(Ok(tls)) => {
+                let info = crate::tls::info(tls.get_ref().1);
+                self.env.set("SSL_PROTOCOL", &info.protocol);
+                self.env.set("SSL_CIPHER", &info.cipher);
+                tracing::debug!(session = %self.id, protocol = %info.protocol, cipher = %info.cipher, "TLS established");
+                self.tls = Some(info);
+                self.io.set_stream(Box::new(tls));
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::info!(session = %self.id, error = %e, "TLS handshake failed");
+                false
+            }
+            Err(_) => {
+                tracing::info!(session = %self.id, "TLS handshake timed out");
+                false
+            }
+        }
+    }
+
+    /// The protocol word of the Received: line (RFC 3848).
+    pub(crate) fn received_protocol(&self) -> &'static str {
+        match (self.tls.is_some(), self.authenticated.is_some()) {
+            (false, false) => "SMTP",
+            (true, false) => "ESMTPS",
+            (false, true) => "ESMTPA",
+            (true, true) => "ESMTPSA",
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! TLS for STARTTLS and implicit TLS: rustls with the ring provider, TLS
+//! 1.2 and 1.3 only. Certificates come from `control/servercert.pem`
+//! (chain and key in one PEM file, the qmail TLS convention) or from
+//! separate certificate and key files given in the settings; more
+//! certificates, chosen by SNI, from `control/servercerts/NAME.pem` (the
+//! file name is the host name it serves).
+
+use crate::config::ConfigError;
+use rustls::crypto::ring;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where the certificates are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertSource {
+    /// A certificate chain file and its key file, instead of
+    /// `control/servercert.pem`.
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
+}
+
+/// What a session shows plugins about its TLS connection (the variable
+/// names of ucspi-ssl's sslserver).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `SSL_PROTOCOL`, e.g. `TLSv1.3`.
+    pub protocol: String,
+    /// `SSL_CIPHER`, the cipher suite's name.
+    pub cipher: String,
+}
+
+/// The certificate for a handshake: by SNI name, else the default.
+#[derive(Debug)]
+struct SniResolver {
+    default: Option<Arc<CertifiedKey>>,
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        hello
+            .server_name()
+            .and_then(|n| self.by_name.get(&n.to_ascii_lowercase()))
+            .or(self.default.as_ref())
+            .cloned()
+    }
+}
+
+/// Loads the certificates under `home` (or those of `source`). `Ok(None)`
+/// when none are configured: STARTTLS is then not offered.
+pub fn load(home: &Path, source: &CertSource) -> Result<Option<Arc<ServerConfig>>, ConfigError> {
+    let provider = Arc::new(ring::default_provider());
+    let default = match &source.cert_and_key {
+        Some((cert, key)) => Some(certified_key(&home.join(cert), &home.join(key), &provider)?),
+        None => {
+            let combined = home.join("control/servercert.pem");
+            combined
+                .exists()
+                .then(|| certified_key(&combined, &combined, &provider))
+                .transpose()?
+        }
+    };
+    let mut by_name = HashMap::new();
+    let dir = home.join("control/servercerts");
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".pem"))
+            else {
+                continue;
+            };
+            by_name.insert(
+                name.to_ascii_lowercase(),
+                certified_key(&path, &path, &provider)?,
+            );
+        }
+    }
+    if default.is_none() && by_name.is_empty() {
+        return Ok(None);
+    }
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ConfigError::at(&dir, None, format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver { default, by_name }));
+    Ok(Some(Arc::new(config)))
+}
+
+/// Reads a certificate chain and a private key (possibly the same file)
+/// and checks that they belong together.
+fn certified_key(
+    cert: &Path,
+    key: &Path,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<CertifiedKey>, ConfigError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| ConfigError::at(cert, None, format!("cannot read certificates: {e}")))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| ConfigError::at(cert, None, format!("bad certificate: {e}")))?;
+    if chain.is_empty() {
+        return Err(ConfigError::at(cert, None, "no certificate in the file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| ConfigError::at(key, None, format!("no usable private key: {e}")))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| ConfigError::at(key, None, format!("unsupported private key: {e}")))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|e| {
+        ConfigError::at(
+            key,
+            None,
+            format!("key does not match the certificate: {e}"),
+        )
+    })?;
+    Ok(Arc::new(certified))
+}
+
+/// The protocol and cipher of an established connection.
+pub fn info(conn: &rustls::ServerConnection) -> TlsInfo {
+    let protocol = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+        Some(v) => format!("{v:?}"),
+        None => "unknown".to_string(),
+    };
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .and_then(|s| s.suite().as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into());
+    TlsInfo { protocol, cipher }
+}

@@ -1,0 +1,463 @@
+//! TLS and SMTP AUTH with real clients: Python's smtplib, swaks, openssl
+//! s_client and curl, against `serve` and against `stdio` under tcpserver.
+
+use crate::util::process::{self, Server};
+use crate::util::TestHome;
+use std::process::Command;
+use std::time::Duration;
+
+/// A home with a certificate and the test checkpassword.
+fn tls_home() -> TestHome {
+    let home = TestHome::new();
+    home.install_cert();
+    home.install_checkpassword();
+    home
+}
+
+/// smtplib: EHLO, STARTTLS, EHLO, optional login, send to the given
+/// recipients; prints the features seen and the refused recipients.
+const SMTPLIB_TLS: &str = r#"
+import smtplib, ssl, sys
+port, user, password, mech = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl._create_unverified_context()
+with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+    s.ehlo("py.test")
+    print("before:", "starttls" in s.esmtp_features, "auth" in s.esmtp_features)
+    s.starttls(context=ctx)
+    s.ehlo("py.test")
+    print("after:", "starttls" in s.esmtp_features, s.esmtp_features.get("auth", ""))
+    if user != "-":
+        s.user, s.password = user, password
+        code, resp = s.auth(mech, getattr(s, "auth_" + mech.lower().replace("-", "_")), initial_response_ok=(mech == "PLAIN"))
+        print("auth:", code)
+    try:
+        refused = s.sendmail("a@example.org", sys.argv[5:], "Subject: tls\r\n\r\nover tls\r\n")
+        print("refused:", sorted(refused))
+    except smtplib.SMTPRecipientsRefused as e:
+        print("refused:", sorted(e.recipients))
+"#;
+
+fn smtplib_tls(port: u16, user: &str, password: &str, mech: &str, rcpts: &[&str]) -> String {
+    let mut args = vec![
+        port.to_string(),
+        user.to_string(),
+        password.to_string(),
+        mech.to_string(),
+    ];
+    args.extend(rcpts.iter().map(|r| r.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = process::python(SMTPLIB_TLS, &args);
+    format!("{}{}", out.stdout, out.stderr)
+}
+
+fn serve_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "--checkpassword",
+        "bin/checkpassword",
+        "--auth-failure-delay",
+        "0",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+#[test]
+fn serve_starttls_then_auth_plain_and_login_allow_relaying() {
+    let home = tls_home();
+    let server = Server::daemon_with(&home, &[], &serve_args(&[]));
+    for mech in ["PLAIN", "LOGIN"] {
+        let out = smtplib_tls(
+            server.port,
+            "alice",
+            "secret",
+            mech,
+            &["bob@ref.test", "far@away.test"],
+        );
+        // AUTH is only offered after STARTTLS.
+        assert!(out.contains("before: True False"), "{out}");
+        assert!(
+            out.contains("after: False") && out.contains("LOGIN PLAIN"),
+            "{out}"
+        );
+        assert!(out.contains("auth: 235"), "{mech}: {out}");
+        assert!(out.contains("refused: []"), "{mech}: {out}");
+    }
+    let msg = String::from_utf8_lossy(&home.maildir()[0]).into_owned();
+    assert!(
+        msg.contains("(alice@127.0.0.1)\n  by mx.ref.test with ESMTPSA;"),
+        "{msg}"
+    );
+    // CRAM-MD5 when SMTPAUTH asks for it (here from the daemon's environment).
+    let cram = Server::daemon_with(&home, &[("SMTPAUTH", "+cram")], &serve_args(&[]));
+    let out = smtplib_tls(cram.port, "alice", "secret", "CRAM-MD5", &["far@away.test"]);
+    assert!(out.contains("LOGIN PLAIN CRAM-MD5"), "{out}");
+    assert!(out.contains("auth: 235"), "{out}");
+    let out = smtplib_tls(cram.port, "alice", "wrong", "CRAM-MD5", &["far@away.test"]);
+    assert!(out.contains("535"), "{out}");
+}
+
+#[test]
+fn serve_wrong_password_gets_535_and_no_relaying() {
+    let home = tls_home();
+    let server = Server::daemon_with(&home, &[], &serve_args(&[]));
+    let out = smtplib_tls(server.port, "alice", "wrong", "PLAIN", &["far@away.test"]);
+    assert!(out.contains("535"), "{out}");
+    let out = smtplib_tls(server.port, "-", "-", "PLAIN", &["far@away.test"]);
+    assert!(out.contains("refused: ['far@away.test']"), "{out}");
+    let msg_count = home.maildir().len();
+    assert_eq!(msg_count, 0);
+    let log = std::fs::read_to_string(home.dir().join("daemon.log")).unwrap();
+    assert!(
+        log.contains(r#"user="alice" method="plain" result="fail""#),
+        "{log}"
+    );
+    assert!(
+        !log.contains("wrong"),
+        "passwords must never be logged:\n{log}"
+    );
+}
+
+/// A raw client over TLS in Python for exact replies: runs `script` lines
+/// (`>` sends, `<` expects a line starting with the text).
+const RAW_TLS: &str = r#"
+import socket, ssl, sys
+port, mode = int(sys.argv[1]), sys.argv[2]
+sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+ctx = ssl._create_unverified_context()
+if mode == "implicit":
+    sock = ctx.wrap_socket(sock, server_hostname="mx.ref.test")
+f = sock.makefile("rb")
+def line():
+    l = f.readline().decode("latin-1").rstrip("\r\n")
+    print("<", l)
+    return l
+line()
+for step in sys.argv[3:]:
+    if step == "TLS":
+        sock = ctx.wrap_socket(sock, server_hostname="mx.ref.test")
+        f = sock.makefile("rb")
+        print("= tls", sock.version())
+    elif step.startswith(">"):
+        sock.sendall(step[1:].encode().replace(b"\\r\\n", b"\r\n") + b"\r\n")
+    elif step.startswith("<"):
+        line()
+    elif step.startswith("*"):
+        for _ in range(int(step[1:])):
+            line()
+"#;
+
+fn raw(port: u16, mode: &str, steps: &[&str]) -> Vec<String> {
+    let mut args = vec![port.to_string(), mode.to_string()];
+    args.extend(steps.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = process::python(RAW_TLS, &args);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    out.stdout.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn commands_pipelined_after_starttls_are_not_executed() {
+    let home = tls_home();
+    let server = Server::daemon_with(&home, &[], &serve_args(&[]));
+    let out = raw(
+        server.port,
+        "plain",
+        &[
+            ">EHLO x",
+            "*4",
+            ">STARTTLS\\r\\nMAIL FROM:<evil@x.test>",
+            "<",
+            "TLS",
+            ">RCPT TO:<bob@ref.test>",
+            "<",
+        ],
+    );
+    assert_eq!(out[5], "< 220 ready to start TLS", "{out:?}");
+    assert!(out[6].starts_with("= tls TLSv1."), "{out:?}");
+    assert_eq!(out[7], "< 503 MAIL first (#5.5.1)", "{out:?}");
+}
+
+#[test]
+fn auth_is_refused_before_tls_and_during_a_transaction() {
+    let home = tls_home();
+    let server = Server::daemon_with(&home, &[], &serve_args(&[]));
+    let out = raw(
+        server.port,
+        "plain",
+        &[">AUTH PLAIN AGFsaWNlAHNlY3JldA==", "<"],
+    );
+    assert_eq!(
+        out[1],
+        "< 538 encryption required for authentication, use STARTTLS (#5.7.11)"
+    );
+    let out = raw(
+        server.port,
+        "plain",
+        &[
+            ">STARTTLS",
+            "<",
+            "TLS",
+            ">MAIL FROM:<a@b.test>",
+            "<",
+            ">AUTH PLAIN AGFsaWNlAHNlY3JldA==",
+            "<",
+        ],
+    );
+    assert_eq!(
+        out[4], "< 503 no auth during mail transaction (#5.5.0)",
+        "{out:?}"
+    );
+}
+
+#[test]
+fn three_failures_close_the_connection_and_tempfail_is_454() {
+    let home = tls_home();
+    let server = Server::daemon_with(&home, &[], &serve_args(&[]));
+    // base64("\0alice\0bad") and base64("\0tempfail\0x")
+    let out = raw(
+        server.port,
+        "implicit-no",
+        &[
+            ">STARTTLS",
+            "<",
+            "TLS",
+            ">AUTH PLAIN AHRlbXBmYWlsAHg=",
+            "<",
+            ">AUTH PLAIN AGFsaWNlAGJhZA==",
+            "<",
+            ">AUTH PLAIN AGFsaWNlAGJhZA==",
+            "<",
+            ">AUTH PLAIN AGFsaWNlAGJhZA==",
+            "<",
+            "<",
+        ],
+    );
+    assert_eq!(
+        out[3], "< 454 temporary authentication failure (#4.3.0)",
+        "{out:?}"
+    );
+    assert_eq!(out[4], "< 535 authentication failed (#5.7.1)");
+    assert_eq!(out[5], "< 535 authentication failed (#5.7.1)");
+    assert_eq!(out[6], "< 535 authentication failed (#5.7.1)");
+    assert_eq!(
+        out[7],
+        "< 421 mx.ref.test too many authentication failures (#4.7.0)"
+    );
+}
+
+#[test]
+fn auth_hook_can_refuse_and_sees_user_method_and_tls_variables() {
+    let home = tls_home();
+    let p = home.plugin(
+        "authcheck",
+        "#!/bin/sh\necho \"P250-$SMTPAUTHUSER $SMTPAUTHMETHOD $SSL_PROTOCOL\"\n[ \"$SMTPAUTHUSER\" = alice ] && echo 'E535 not today (#5.7.1)'\n",
+    );
+    home.smtpplugins(&format!("[auth]\n{p}\n"));
+    let server = Server::daemon_with(&home, &[], &serve_args(&[]));
+    let out = raw(
+        server.port,
+        "plain",
+        &[
+            ">STARTTLS",
+            "<",
+            "TLS",
+            ">AUTH PLAIN AGFsaWNlAHNlY3JldA==",
+            "<",
+            "<",
+            ">MAIL FROM:<a@b.test>",
+            "<",
+            ">RCPT TO:<x@far.test>",
+            "<",
+        ],
+    );
+    assert!(out[3].starts_with("< 250-alice plain TLSv1."), "{out:?}");
+    assert_eq!(out[4], "< 535 not today (#5.7.1)");
+    // Refused by the plugin: no relaying.
+    assert_eq!(
+        out[6],
+        "< 553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"
+    );
+}
+
+#[test]
+fn require_tls_and_submission_refuse_mail() {
+    let home = tls_home();
+    let sub = process::free_port();
+    let sub_addr = format!("127.0.0.1:{sub}");
+    let server = Server::daemon_with(
+        &home,
+        &[],
+        &serve_args(&["--require-tls", "--listen-submission", &sub_addr]),
+    );
+    let out = raw(server.port, "plain", &[">MAIL FROM:<a@b.test>", "<"]);
+    assert_eq!(out[1], "< 530 Must issue a STARTTLS command first (#5.7.0)");
+    let out = raw(
+        sub,
+        "plain",
+        &[
+            ">STARTTLS",
+            "<",
+            "TLS",
+            ">MAIL FROM:<a@b.test>",
+            "<",
+            ">AUTH PLAIN AGFsaWNlAHNlY3JldA==",
+            "<",
+            ">MAIL FROM:<a@b.test>",
+            "<",
+        ],
+    );
+    assert_eq!(out[3], "< 530 Authorization required (#5.7.1) ", "{out:?}");
+    assert_eq!(out[4], "< 235 ok, go ahead (#2.0.0)");
+    assert_eq!(out[5], "< 250 ok");
+}
+
+#[test]
+fn implicit_tls_listener_with_swaks_and_a_stalled_handshake_does_not_block_others() {
+    let home = tls_home();
+    let tport = process::free_port();
+    let taddr = format!("127.0.0.1:{tport}");
+    let _server = Server::daemon_with(&home, &[], &serve_args(&["--listen-tls", &taddr]));
+    // A client that connects and never starts its handshake.
+    let _stalled = std::net::TcpStream::connect(("127.0.0.1", tport)).unwrap();
+    let out = process::swaks(&[
+        "--server",
+        &taddr,
+        "--tlsc",
+        "--from",
+        "a@example.org",
+        "--to",
+        "far@away.test",
+        "--auth",
+        "LOGIN",
+        "--auth-user",
+        "alice",
+        "--auth-password",
+        "secret",
+        "--body",
+        "implicit tls",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(out.stdout.contains("235 ok, go ahead"), "{}", out.stdout);
+    let msg = String::from_utf8_lossy(&home.maildir()[0]).into_owned();
+    assert!(msg.contains("with ESMTPSA;"), "{msg}");
+}
+
+#[test]
+fn swaks_starttls_and_auth_plain() {
+    let home = tls_home();
+    let server = Server::daemon_with(&home, &[], &serve_args(&[]));
+    let addr = format!("127.0.0.1:{}", server.port);
+    let out = process::swaks(&[
+        "--server",
+        &addr,
+        "--tls",
+        "--from",
+        "a@example.org",
+        "--to",
+        "far@away.test",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "alice",
+        "--auth-password",
+        "secret",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(out.stdout.contains("<~  250 ok "), "{}", out.stdout);
+}
+
+#[test]
+fn openssl_s_client_starttls() {
+    let home = tls_home();
+    let server = Server::daemon_with(&home, &[], &serve_args(&[]));
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-starttls", "smtp", "-quiet", "-connect"])
+        .arg(format!("127.0.0.1:{}", server.port))
+        .args(["-servername", "mx.ref.test"]);
+    let out = process::run_with_input(cmd, b"EHLO s.test\r\nQUIT\r\n", Duration::from_secs(30));
+    assert!(
+        out.stdout.contains("250 AUTH LOGIN PLAIN"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(out.stdout.contains("221 mx.ref.test"), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains("250-STARTTLS"),
+        "STARTTLS offered again over TLS: {}",
+        out.stdout
+    );
+}
+
+#[test]
+fn curl_with_ssl_reqd_sends_mail() {
+    let home = tls_home();
+    let server = Server::daemon_with(&home, &[], &serve_args(&[]));
+    let body = home.write("mail.txt", "Subject: via curl\r\n\r\ncurl body\r\n");
+    let out = process::run_with_input(
+        {
+            let mut c = Command::new("curl");
+            c.args(["-sS", "--ssl-reqd", "-k", "--url"])
+                .arg(format!("smtp://127.0.0.1:{}/curl.test", server.port))
+                .args([
+                    "--mail-from",
+                    "a@example.org",
+                    "--mail-rcpt",
+                    "far@away.test",
+                    "--user",
+                    "alice:secret",
+                    "--upload-file",
+                ])
+                .arg(&body);
+            c
+        },
+        b"",
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let msg = String::from_utf8_lossy(&home.maildir()[0]).into_owned();
+    assert!(msg.contains("curl body"), "{msg}");
+    assert!(msg.contains("with ESMTPSA;"), "{msg}");
+}
+
+#[test]
+fn tcpserver_stdio_honours_smtpauth_and_offers_starttls() {
+    let home = tls_home();
+    // SMTPAUTH unset: no AUTH (as qmail's AUTH patch).
+    let plain = Server::tcpserver_with(
+        &home,
+        &[],
+        &[
+            "--checkpassword",
+            "bin/checkpassword",
+            "--auth-failure-delay",
+            "0",
+        ],
+    );
+    let out = smtplib_tls(plain.port, "-", "-", "PLAIN", &["bob@ref.test"]);
+    assert!(
+        out.contains("after: False \n") || out.contains("after: False"),
+        "{out}"
+    );
+    assert!(!out.contains("LOGIN PLAIN"), "{out}");
+    // SMTPAUTH="" from the tcpserver environment: LOGIN PLAIN.
+    let with_auth = Server::tcpserver_with(
+        &home,
+        &[("SMTPAUTH", "")],
+        &[
+            "--checkpassword",
+            "bin/checkpassword",
+            "--auth-failure-delay",
+            "0",
+        ],
+    );
+    let out = smtplib_tls(
+        with_auth.port,
+        "alice",
+        "secret",
+        "LOGIN",
+        &["far@away.test"],
+    );
+    assert!(out.contains("auth: 235"), "{out}");
+    assert!(out.contains("refused: []"), "{out}");
+}
