@@ -461,3 +461,92 @@ fn tcpserver_stdio_honours_smtpauth_and_offers_starttls() {
     assert!(out.contains("auth: 235"), "{out}");
     assert!(out.contains("refused: []"), "{out}");
 }
+
+/// The subject CN of the certificate the server presents for `sni`.
+const PEER_CN: &str = r#"
+import socket, ssl, sys
+port, sni = int(sys.argv[1]), sys.argv[2]
+ctx = ssl._create_unverified_context()
+with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+    with ctx.wrap_socket(raw, server_hostname=sni) as s:
+        der = s.getpeercert(binary_form=True)
+import subprocess
+out = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-subject"], input=der, capture_output=True).stdout.decode()
+print(out.strip())
+"#;
+
+fn peer_cn(port: u16, sni: &str) -> String {
+    let out = process::python(PEER_CN, &[&port.to_string(), sni]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out.stdout.trim().to_string()
+}
+
+#[test]
+fn sni_chooses_the_certificate_and_sighup_reloads_certificates() {
+    let home = tls_home();
+    home.write(
+        "control/servercerts/other.test.pem",
+        home.make_cert("other.test"),
+    );
+    let tport = process::free_port();
+    let taddr = format!("127.0.0.1:{tport}");
+    let server = Server::daemon_with(&home, &[], &serve_args(&["--listen-tls", &taddr]));
+    let cn = peer_cn(tport, "other.test");
+    assert!(cn.ends_with("CN = other.test"), "{cn}");
+    assert!(peer_cn(tport, "mx.ref.test").ends_with("CN = mx.ref.test"));
+    assert!(
+        peer_cn(tport, "unknown.test").ends_with("CN = mx.ref.test"),
+        "default certificate"
+    );
+    // A new default certificate after SIGHUP, without restarting.
+    home.control("servercert.pem", home.make_cert("renewed.test"));
+    server.signal(1);
+    for _ in 0..200 {
+        if std::fs::read_to_string(home.dir().join("daemon.log"))
+            .unwrap_or_default()
+            .contains("reloaded configuration")
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(peer_cn(tport, "mx.ref.test").ends_with("CN = renewed.test"));
+    // A broken certificate is refused; the running one stays.
+    home.control("servercert.pem", "not a certificate\n");
+    server.signal(1);
+    for _ in 0..200 {
+        if std::fs::read_to_string(home.dir().join("daemon.log"))
+            .unwrap_or_default()
+            .contains("reload refused")
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(peer_cn(tport, "mx.ref.test").ends_with("CN = renewed.test"));
+}
+
+#[test]
+fn stdio_implicit_tls_under_tcpserver() {
+    let home = tls_home();
+    let server = Server::tcpserver_with(
+        &home,
+        &[("SMTPAUTH", "")],
+        &["--tls", "--checkpassword", "bin/checkpassword"],
+    );
+    let out = raw(
+        server.port,
+        "implicit",
+        &[
+            ">EHLO x",
+            "*4",
+            ">AUTH PLAIN AGFsaWNlAHNlY3JldA==",
+            "<",
+            ">QUIT",
+            "<",
+        ],
+    );
+    assert_eq!(out[1], "< 250-mx.ref.test", "{out:?}");
+    assert!(!out.iter().any(|l| l.contains("STARTTLS")), "{out:?}");
+    assert_eq!(out[5], "< 235 ok, go ahead (#2.0.0)", "{out:?}");
+}

@@ -209,7 +209,13 @@ impl TestHome {
     /// A self-signed certificate for `mx.ref.test` (P-256) in
     /// `control/servercert.pem`, made with the openssl CLI.
     pub fn install_cert(&self) {
-        let dir = self.path.join("certgen");
+        let pem = self.make_cert("mx.ref.test");
+        self.control("servercert.pem", pem);
+    }
+
+    /// A self-signed certificate and key for `name`, as one PEM.
+    pub fn make_cert(&self, name: &str) -> Vec<u8> {
+        let dir = self.path.join("certgen").join(name);
         fs::create_dir_all(&dir).unwrap();
         let status = std::process::Command::new("openssl")
             .args([
@@ -225,14 +231,10 @@ impl TestHome {
             .arg(dir.join("key.pem"))
             .arg("-out")
             .arg(dir.join("cert.pem"))
-            .args([
-                "-days",
-                "2",
-                "-subj",
-                "/CN=mx.ref.test",
-                "-addext",
-                "subjectAltName=DNS:mx.ref.test",
-            ])
+            .args(["-days", "2", "-subj"])
+            .arg(format!("/CN={name}"))
+            .arg("-addext")
+            .arg(format!("subjectAltName=DNS:{name}"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status()
@@ -240,7 +242,7 @@ impl TestHome {
         assert!(status.success(), "openssl could not make a certificate");
         let mut pem = fs::read(dir.join("cert.pem")).unwrap();
         pem.extend(fs::read(dir.join("key.pem")).unwrap());
-        self.control("servercert.pem", pem);
+        pem
     }
 
     /// Installs the test checkpassword as `bin/checkpassword`; returns its
