@@ -159,11 +159,11 @@ pub struct AuthConfig {
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Backend {
-    /// Whether CRAM-MD5 can be offered (checkpassword: yes, by the qmail
-    /// convention; Dovecot: decided by its mechanisms at check time, so
-    /// it is offered only when asked for with `SMTPAUTH`).
+    /// Whether CRAM-MD5 can be offered: checkpassword, by the qmail
+    /// convention (digest and challenge on fd 3). Not through Dovecot,
+    /// which would need to issue the challenge itself.
     pub fn cram_possible(&self) -> bool {
-        true
+        matches!(self, Backend::Checkpassword(_))
     }
 
     /// Checks credentials.
@@ -177,9 +177,9 @@ impl Backend {
     }
 }
 
-/// Checks credentials against Dovecot: PLAIN for passwords, a CRAM-MD5
-/// exchange with our challenge is not possible through Dovecot (it makes
-/// its own challenge), so CRAM credentials are refused as temporary.
+/// Checks credentials against Dovecot with a PLAIN exchange (SMTP PLAIN
+/// and LOGIN). CRAM-MD5 is never offered with Dovecot (see
+/// [`Backend::cram_possible`]), so CRAM credentials cannot arrive here.
 async fn dovecot_check(path: &Path, creds: &Credentials, env: &SessionEnv) -> Check {
     let ip = env
         .get("TCPREMOTEIP")

@@ -550,3 +550,24 @@ fn stdio_implicit_tls_under_tcpserver() {
     assert!(!out.iter().any(|l| l.contains("STARTTLS")), "{out:?}");
     assert_eq!(out[5], "< 235 ok, go ahead (#2.0.0)", "{out:?}");
 }
+
+#[test]
+fn dovecot_auth_socket_as_the_backend() {
+    let home = tls_home();
+    let dovecot = crate::util::process::DovecotServer::start(&home.dir().join("dovecot"));
+    let socket = dovecot.socket();
+    let socket = socket.to_str().unwrap();
+    let server = Server::daemon_with(
+        &home,
+        &[],
+        &["--dovecot-auth", socket, "--auth-failure-delay", "0"],
+    );
+    for mech in ["PLAIN", "LOGIN"] {
+        let out = smtplib_tls(server.port, "alice", "secret", mech, &["far@away.test"]);
+        assert!(out.contains("auth: 235"), "{mech}: {out}");
+        assert!(out.contains("refused: []"), "{mech}: {out}");
+    }
+    let out = smtplib_tls(server.port, "alice", "wrong", "PLAIN", &["far@away.test"]);
+    assert!(out.contains("535"), "{out}");
+    assert_eq!(home.maildir().len(), 2);
+}

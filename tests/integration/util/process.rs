@@ -325,3 +325,84 @@ impl Drop for DnsServer {
         let _ = self.child.wait();
     }
 }
+
+/// A real Dovecot (Debian's dovecot-core) serving only its auth socket,
+/// with a passwd-file of `alice:secret`; stopped by PID when dropped.
+pub struct DovecotServer {
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl DovecotServer {
+    /// Starts Dovecot in `dir` (created) and waits for its socket.
+    pub fn start(dir: &std::path::Path) -> DovecotServer {
+        std::fs::create_dir_all(dir.join("run")).unwrap();
+        std::fs::create_dir_all(dir.join("state")).unwrap();
+        std::fs::write(dir.join("passwd"), "alice:{PLAIN}secret\n").unwrap();
+        let d = dir.display();
+        let conf = format!(
+            "base_dir = {d}/run\nstate_dir = {d}/state\ninstance_name = spp-it-{pid}\nprotocols =\nssl = no\n\
+             log_path = {d}/dovecot.log\ninfo_log_path = {d}/dovecot.log\n\
+             default_internal_user = root\ndefault_internal_group = root\ndefault_login_user = root\n\
+             auth_mechanisms = plain login cram-md5\nauth_failure_delay = 0\n\
+             passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {d}/passwd\n}}\n\
+             userdb {{\n  driver = static\n  args = uid=nobody gid=nogroup home=/nonexistent\n}}\n\
+             service auth {{\n  unix_listener auth-client {{\n    mode = 0666\n  }}\n}}\n",
+            pid = std::process::id()
+        );
+        std::fs::write(dir.join("dovecot.conf"), conf).unwrap();
+        let program = if std::path::Path::new("/usr/sbin/dovecot").exists() {
+            "/usr/sbin/dovecot"
+        } else {
+            "dovecot"
+        };
+        let mut child = Command::new(program)
+            .arg("-F")
+            .arg("-c")
+            .arg(dir.join("dovecot.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dovecot-core must be installed (scripts/test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !dir.join("run/auth-client").exists() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "dovecot exited: {status}: {}",
+                    std::fs::read_to_string(dir.join("dovecot.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dovecot did not create its socket"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        DovecotServer {
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The auth-client socket.
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.dir.join("run/auth-client")
+    }
+}
+
+impl Drop for DovecotServer {
+    fn drop(&mut self) {
+        // SAFETY: signals only the child we started, by its PID.
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
