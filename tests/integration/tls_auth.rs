@@ -571,3 +571,24 @@ fn dovecot_auth_socket_as_the_backend() {
     assert!(out.contains("535"), "{out}");
     assert_eq!(home.maildir().len(), 2);
 }
+
+#[test]
+fn check_reports_a_broken_certificate() {
+    let home = TestHome::new();
+    home.control(
+        "servercert.pem",
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    );
+    let mut cmd = Command::new(process::bin());
+    cmd.arg("--home").arg(home.dir()).arg("check");
+    let out = process::run_with_input(cmd, b"", Duration::from_secs(30));
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("control/servercert.pem"),
+        "{}",
+        out.stdout
+    );
+    // stdio sessions answer 421 rather than run without their certificate.
+    let out = process::stdio(&home, &[], b"QUIT\r\n");
+    assert_eq!(out.stdout, "421 unable to read controls (#4.3.0)\r\n");
+}
