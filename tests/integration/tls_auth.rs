@@ -342,82 +342,97 @@ fn implicit_tls_listener_with_swaks_and_a_stalled_handshake_does_not_block_other
     assert!(msg.contains("with ESMTPSA;"), "{msg}");
 }
 
+/// The same TLS/AUTH set-up as a daemon and as stdio under tcpserver.
+fn both_servers(home: &TestHome) -> Vec<Server> {
+    vec![
+        Server::daemon_with(home, &[], &serve_args(&[])),
+        Server::tcpserver_with(home, &[("SMTPAUTH", "")], &serve_args(&[])),
+    ]
+}
+
 #[test]
 fn swaks_starttls_and_auth_plain() {
     let home = tls_home();
-    let server = Server::daemon_with(&home, &[], &serve_args(&[]));
-    let addr = format!("127.0.0.1:{}", server.port);
-    let out = process::swaks(&[
-        "--server",
-        &addr,
-        "--tls",
-        "--from",
-        "a@example.org",
-        "--to",
-        "far@away.test",
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        "alice",
-        "--auth-password",
-        "secret",
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stdout);
-    assert!(out.stdout.contains("<~  250 ok "), "{}", out.stdout);
+    for server in both_servers(&home) {
+        let addr = format!("127.0.0.1:{}", server.port);
+        let out = process::swaks(&[
+            "--server",
+            &addr,
+            "--tls",
+            "--from",
+            "a@example.org",
+            "--to",
+            "far@away.test",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "alice",
+            "--auth-password",
+            "secret",
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stdout);
+        assert!(out.stdout.contains("<~  250 ok "), "{}", out.stdout);
+    }
+    assert_eq!(home.maildir().len(), 2);
 }
 
 #[test]
 fn openssl_s_client_starttls() {
     let home = tls_home();
-    let server = Server::daemon_with(&home, &[], &serve_args(&[]));
-    let mut cmd = Command::new("openssl");
-    cmd.args(["s_client", "-starttls", "smtp", "-quiet", "-connect"])
-        .arg(format!("127.0.0.1:{}", server.port))
-        .args(["-servername", "mx.ref.test"]);
-    let out = process::run_with_input(cmd, b"EHLO s.test\r\nQUIT\r\n", Duration::from_secs(30));
-    assert!(
-        out.stdout.contains("250 AUTH LOGIN PLAIN"),
-        "{}{}",
-        out.stdout,
-        out.stderr
-    );
-    assert!(out.stdout.contains("221 mx.ref.test"), "{}", out.stdout);
-    assert!(
-        !out.stdout.contains("250-STARTTLS"),
-        "STARTTLS offered again over TLS: {}",
-        out.stdout
-    );
+    for server in both_servers(&home) {
+        let mut cmd = Command::new("openssl");
+        cmd.args(["s_client", "-starttls", "smtp", "-quiet", "-connect"])
+            .arg(format!("127.0.0.1:{}", server.port))
+            .args(["-servername", "mx.ref.test"]);
+        let out = process::run_with_input(cmd, b"EHLO s.test\r\nQUIT\r\n", Duration::from_secs(30));
+        assert!(
+            out.stdout.contains("250 AUTH LOGIN PLAIN"),
+            "{}{}",
+            out.stdout,
+            out.stderr
+        );
+        assert!(out.stdout.contains("221 mx.ref.test"), "{}", out.stdout);
+        assert!(
+            !out.stdout.contains("250-STARTTLS"),
+            "STARTTLS offered again over TLS: {}",
+            out.stdout
+        );
+    }
 }
 
 #[test]
 fn curl_with_ssl_reqd_sends_mail() {
     let home = tls_home();
-    let server = Server::daemon_with(&home, &[], &serve_args(&[]));
     let body = home.write("mail.txt", "Subject: via curl\r\n\r\ncurl body\r\n");
-    let out = process::run_with_input(
-        {
-            let mut c = Command::new("curl");
-            c.args(["-sS", "--ssl-reqd", "-k", "--url"])
-                .arg(format!("smtp://127.0.0.1:{}/curl.test", server.port))
-                .args([
-                    "--mail-from",
-                    "a@example.org",
-                    "--mail-rcpt",
-                    "far@away.test",
-                    "--user",
-                    "alice:secret",
-                    "--upload-file",
-                ])
-                .arg(&body);
-            c
-        },
-        b"",
-        Duration::from_secs(30),
-    );
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let msg = String::from_utf8_lossy(&home.maildir()[0]).into_owned();
-    assert!(msg.contains("curl body"), "{msg}");
-    assert!(msg.contains("with ESMTPSA;"), "{msg}");
+    for server in both_servers(&home) {
+        let out = process::run_with_input(
+            {
+                let mut c = Command::new("curl");
+                c.args(["-sS", "--ssl-reqd", "-k", "--url"])
+                    .arg(format!("smtp://127.0.0.1:{}/curl.test", server.port))
+                    .args([
+                        "--mail-from",
+                        "a@example.org",
+                        "--mail-rcpt",
+                        "far@away.test",
+                        "--user",
+                        "alice:secret",
+                        "--upload-file",
+                    ])
+                    .arg(&body);
+                c
+            },
+            b"",
+            Duration::from_secs(30),
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    assert_eq!(home.maildir().len(), 2);
+    for msg in home.maildir() {
+        let msg = String::from_utf8_lossy(&msg).into_owned();
+        assert!(msg.contains("curl body"), "{msg}");
+        assert!(msg.contains("with ESMTPSA;"), "{msg}");
+    }
 }
 
 #[test]
@@ -591,4 +606,117 @@ fn check_reports_a_broken_certificate() {
     // stdio sessions answer 421 rather than run without their certificate.
     let out = process::stdio(&home, &[], b"QUIT\r\n");
     assert_eq!(out.stdout, "421 unable to read controls (#4.3.0)\r\n");
+}
+
+#[test]
+fn plain_without_initial_response_cancel_and_plaintext_permission() {
+    let home = tls_home();
+    let server = Server::daemon_with(&home, &[], &serve_args(&["--allow-auth-without-tls"]));
+    // Without TLS, allowed here: PLAIN with "334 " then the response.
+    let out = raw(
+        server.port,
+        "plain",
+        &[
+            ">AUTH PLAIN",
+            "<",
+            ">AGFsaWNlAHNlY3JldA==",
+            "<",
+            ">MAIL FROM:<a@b.test>",
+            "<",
+            ">RCPT TO:<x@far.test>",
+            "<",
+        ],
+    );
+    assert_eq!(out[1], "< 334 ", "{out:?}");
+    assert_eq!(out[2], "< 235 ok, go ahead (#2.0.0)");
+    assert_eq!(out[4], "< 250 ok", "relaying after AUTH: {out:?}");
+    // A cancelled exchange changes nothing; bad base64 is malformed.
+    let out = raw(
+        server.port,
+        "plain",
+        &[
+            ">AUTH LOGIN",
+            "<",
+            ">*",
+            "<",
+            ">AUTH PLAIN !!!",
+            "<",
+            ">MAIL FROM:<a@b.test>",
+            "<",
+            ">RCPT TO:<x@far.test>",
+            "<",
+        ],
+    );
+    assert_eq!(out[1], "< 334 VXNlcm5hbWU6");
+    assert_eq!(out[2], "< 501 auth exchange canceled (#5.0.0)");
+    assert_eq!(out[3], "< 501 malformed auth input (#5.5.4)");
+    assert_eq!(
+        out[5],
+        "< 553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"
+    );
+}
+
+#[test]
+fn tcpserver_smtpauth_required_refuses_mail_before_auth() {
+    let home = tls_home();
+    let server = Server::tcpserver_with(&home, &[("SMTPAUTH", "!")], &serve_args(&[]));
+    let out = raw(
+        server.port,
+        "plain",
+        &[
+            ">MAIL FROM:<a@b.test>",
+            "<",
+            ">STARTTLS",
+            "<",
+            "TLS",
+            ">AUTH LOGIN YWxpY2U=",
+            "<",
+            ">c2VjcmV0",
+            "<",
+            ">MAIL FROM:<a@b.test>",
+            "<",
+        ],
+    );
+    assert_eq!(out[1], "< 530 Authorization required (#5.7.1) ");
+    assert_eq!(out[4], "< 334 UGFzc3dvcmQ6", "{out:?}");
+    assert_eq!(out[5], "< 235 ok, go ahead (#2.0.0)");
+    assert_eq!(out[6], "< 250 ok");
+}
+
+#[test]
+fn a_failing_auth_delay_does_not_block_other_sessions() {
+    let home = tls_home();
+    let server = Server::daemon_with(
+        &home,
+        &[],
+        &[
+            "--checkpassword",
+            "bin/checkpassword",
+            "--auth-failure-delay",
+            "30",
+        ],
+    );
+    // One client fails and waits out its delay ...
+    let mut slow = Command::new("python3");
+    slow.arg("-c")
+        .arg(RAW_TLS)
+        .arg(server.port.to_string())
+        .arg("plain")
+        .args([">STARTTLS", "<", "TLS", ">AUTH PLAIN AGFsaWNlAGJhZA==", "<"])
+        .stdout(std::process::Stdio::null());
+    let mut slow = slow.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // ... while another authenticates and sends.
+    let out = smtplib_tls(server.port, "alice", "secret", "PLAIN", &["far@away.test"]);
+    assert!(
+        out.contains("auth: 235") && out.contains("refused: []"),
+        "{out}"
+    );
+    assert_eq!(
+        slow.try_wait().unwrap(),
+        None,
+        "the failing client is still waiting"
+    );
+    let _ = slow.kill();
+    let _ = slow.wait();
 }
