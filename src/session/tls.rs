@@ -15,6 +15,11 @@ impl Session {
         if self.tls.is_some() {
             return self.simple("503 TLS already active (#5.5.1)");
         }
+        if self.authenticated.is_some() {
+            // RFC 3207 would have us forget the authentication; refusing
+            // keeps the relay grant from crossing the upgrade at all.
+            return self.simple("503 STARTTLS is not allowed after AUTH (#5.5.1)");
+        }
         self.io.reply("220 ready to start TLS");
         if self.io.flush().await.is_err() {
             return Flow::Close(1);

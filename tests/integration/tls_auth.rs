@@ -630,6 +630,15 @@ fn plain_without_initial_response_cancel_and_plaintext_permission() {
     assert_eq!(out[1], "< 334 ", "{out:?}");
     assert_eq!(out[2], "< 235 ok, go ahead (#2.0.0)");
     assert_eq!(out[4], "< 250 ok", "relaying after AUTH: {out:?}");
+    let out = raw(
+        server.port,
+        "plain",
+        &[">AUTH PLAIN AGFsaWNlAHNlY3JldA==", "<", ">STARTTLS", "<"],
+    );
+    assert_eq!(
+        out[2], "< 503 STARTTLS is not allowed after AUTH (#5.5.1)",
+        "{out:?}"
+    );
     // A cancelled exchange changes nothing; bad base64 is malformed.
     let out = raw(
         server.port,
