@@ -28,6 +28,10 @@ enum Mode {
         /// trusted proxy; its addresses become TCPREMOTEIP/TCPLOCALIP.
         #[arg(long)]
         proxy: bool,
+        /// With --proxy: networks the proxy may connect from (CIDR,
+        /// repeatable; checked against TCPREMOTEIP; required with --proxy).
+        #[arg(long = "proxy-from")]
+        proxy_from: Vec<net::proxy::Network>,
         /// The connection starts with a TLS handshake (port 465 style).
         #[arg(long)]
         tls: bool,
@@ -51,10 +55,17 @@ fn main() {
     let code = match cli.mode {
         Mode::Stdio {
             proxy,
+            proxy_from,
             tls,
             tls_auth,
         } => match net::settings::TlsAuthSettings::for_stdio(&tls_auth) {
-            Ok(settings) => net::stdio::run(&cli.home, proxy, tls, &settings),
+            Ok(_) if proxy && proxy_from.is_empty() => {
+                tracing::error!("--proxy needs --proxy-from: the networks the proxy connects from");
+                net::daemon::EXIT_CONFIG
+            }
+            Ok(settings) => {
+                net::stdio::run(&cli.home, proxy.then_some(&proxy_from[..]), tls, &settings)
+            }
             Err(errors) => {
                 for e in errors {
                     tracing::error!("{e}");

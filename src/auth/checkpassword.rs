@@ -89,7 +89,8 @@ pub async fn check(
         }
     };
     drop(reader);
-    // The data is far smaller than a pipe buffer: this write cannot block.
+    // At most about 2 KiB (the session caps user and secret at 1 KiB each),
+    // less than the smallest pipe buffer: this write cannot block.
     let _ = writer.write_all(&data);
     drop(writer);
     match tokio::time::timeout(timeout, child.wait()).await {
@@ -105,6 +106,10 @@ pub async fn check(
         Ok(Err(_)) => Check::TempFail,
         Err(_) => {
             tracing::warn!(program, "checkpassword timed out; killed");
+            if let Some(pid) = child.id() {
+                // SAFETY: signals the child's own process group only.
+                unsafe { libc::killpg(pid as libc::pid_t, libc::SIGKILL) };
+            }
             let _ = child.start_kill();
             let _ = child.wait().await;
             Check::TempFail

@@ -60,9 +60,26 @@ impl Snapshot {
         strict: bool,
     ) -> Result<Snapshot, Vec<String>> {
         let mut errors = Vec::new();
-        let config = Config::load(home)
+        let config = Config::load_with(home, &settings.tls_auth.certs)
             .map_err(|e| errors.push(e.to_string()))
             .ok();
+        if let Some(c) = &config {
+            if c.tls.is_none() && !settings.listen_tls.is_empty() {
+                errors.push(
+                    "listen-tls needs a certificate (control/servercert.pem or tls-cert)".into(),
+                );
+            }
+            if c.tls.is_none() && settings.tls_auth.require_tls {
+                errors.push(
+                    "require-tls needs a certificate (control/servercert.pem or tls-cert)".into(),
+                );
+            }
+        }
+        if !settings.listen_submission.is_empty() && settings.tls_auth.auth.is_none() {
+            errors.push(
+                "listen-submission needs an AUTH backend (checkpassword or dovecot-auth)".into(),
+            );
+        }
         if let Some(Err(e)) = config.as_ref().map(|c| &c.default_plugins) {
             if strict {
                 errors.push(e.to_string());
@@ -303,8 +320,15 @@ async fn serve(
         );
         accept_tasks.push(tokio::spawn(accept_loop(listener, l.kind, shared.clone())));
     }
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return 1;
+        }
+    };
     notify("READY=1");
-    wait_for_stop(&home, &shared.settings, &snap_tx).await;
+    wait_for_stop(signals, &home, &shared.settings, &snap_tx).await;
     notify("STOPPING=1");
     tracing::info!(
         sessions = shared.tracker.len(),
@@ -331,29 +355,36 @@ async fn serve(
     0
 }
 
+/// The signals the daemon handles, installed before it reports ready.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Handles SIGHUP (reload) until SIGTERM or SIGINT arrives.
 async fn wait_for_stop(
+    mut signals: Signals,
     home: &Path,
     settings: &DaemonSettings,
     snapshots: &watch::Sender<Arc<Snapshot>>,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int, mut hup) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
-        _ => {
-            tracing::error!("cannot install signal handlers");
-            return std::future::pending().await;
-        }
-    };
     loop {
         tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => {
+            _ = signals.term.recv() => return,
+            _ = signals.int.recv() => return,
+            _ = signals.hup.recv() => {
                 notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", super::systemd::monotonic_usec()));
                 reload(home, settings, snapshots);
                 notify("READY=1");
@@ -408,6 +439,19 @@ async fn accept_loop(listener: TcpListener, kind: Kind, shared: Arc<Shared>) {
                 }
             },
         }
+    }
+}
+
+/// The key the per-address limit counts: the address, or its /64 for
+/// IPv6 (one host usually has a whole /64).
+fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::V6(o.into())
+        }
+        v4 => v4,
     }
 }
 
@@ -491,6 +535,9 @@ async fn connection(
         return;
     };
     let mut peer = peer;
+    // A LOCAL/UNKNOWN header: the client's address is not known, so only
+    // the rule for everyone applies (never the proxy's own rule).
+    let mut proxied_local = false;
     if kind == Kind::Proxy {
         let from = peer.ip().to_canonical();
         if !shared.settings.proxy_from.iter().any(|n| n.contains(from)) {
@@ -505,7 +552,7 @@ async fn connection(
                 peer = source;
                 local = destination;
             }
-            Ok(super::proxy::ProxiedAddrs::Local) => {}
+            Ok(super::proxy::ProxiedAddrs::Local) => proxied_local = true,
             Err(e) => {
                 tracing::warn!(session = %id, proxy = %from, error = %e, "bad PROXY header; closed");
                 return;
@@ -514,7 +561,8 @@ async fn connection(
     }
     let ip = peer.ip().to_canonical();
     let me = String::from_utf8_lossy(&snapshot.config.control.greeting).into_owned();
-    let Some(_slot) = PerIpSlot::take(&shared.per_ip, ip, shared.settings.max_per_ip) else {
+    let Some(_slot) = PerIpSlot::take(&shared.per_ip, limit_key(ip), shared.settings.max_per_ip)
+    else {
         tracing::warn!(session = %id, client = %ip, "per-address connection limit reached; refused");
         refuse(
             &stream,
@@ -526,7 +574,10 @@ async fn connection(
         Some(dns) => dns.lookup(ip).await,
         None => None,
     };
-    let rule = snapshot.rules.find(ip, remote_host.as_deref());
+    let rule = match proxied_local {
+        true => snapshot.rules.find_for_unknown(),
+        false => snapshot.rules.find(ip, remote_host.as_deref()),
+    };
     if let Some(rule) = rule {
         if !rule.allow {
             tracing::info!(session = %id, client = %ip, rule_line = rule.lineno, "denied by rule");

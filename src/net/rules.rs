@@ -100,6 +100,14 @@ impl Rules {
     }
 }
 
+impl Rules {
+    /// The rule for a client whose address is unknown (a PROXY LOCAL or
+    /// UNKNOWN header): only the empty address matches.
+    pub fn find_for_unknown(&self) -> Option<&Rule> {
+        self.0.iter().find(|r| r.pattern == Pattern::Any)
+    }
+}
+
 impl Pattern {
     /// Lower is more specific (tcpserver's lookup order).
     fn rank(&self) -> usize {

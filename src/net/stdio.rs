@@ -12,12 +12,13 @@ use std::sync::Arc;
 const PROXY_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs one session and returns the exit status (0 after QUIT, 1 on
-/// errors, as qmail-smtpd). With `proxy`, the connection starts with a
-/// PROXY protocol header whose addresses replace TCPREMOTEIP/PORT and
-/// TCPLOCALIP/PORT.
+/// errors, as qmail-smtpd). With `proxy` (the trusted proxy networks),
+/// the connection must come from one of them and starts with a PROXY
+/// protocol header whose addresses replace TCPREMOTEIP/PORT and
+/// TCPLOCALIP/PORT; an inherited RELAYCLIENT is dropped.
 pub fn run(
     home: &Path,
-    proxy: bool,
+    proxy: Option<&[super::proxy::Network]>,
     implicit_tls: bool,
     tls_auth: &super::settings::TlsAuthSettings,
 ) -> i32 {
@@ -51,7 +52,18 @@ pub fn run(
             Some(socket) => Box::new(socket),
             None => Box::new(tokio::io::join(tokio::io::stdin(), tokio::io::stdout())),
         };
-        if proxy {
+        if let Some(trusted) = proxy {
+            let from = env
+                .get("TCPREMOTEIP")
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse::<std::net::IpAddr>().ok());
+            if !from.is_some_and(|ip| trusted.iter().any(|n| n.contains(ip))) {
+                tracing::warn!(client = ?from, "--proxy: connection not from a trusted proxy; closed");
+                return 1;
+            }
+            // tcpserver's rules matched the proxy's address: a relay grant
+            // for the proxy is not one for the clients behind it.
+            env.remove("RELAYCLIENT");
             match super::proxy::read_header(&mut stream, PROXY_HEADER_TIMEOUT).await {
                 Ok(super::proxy::ProxiedAddrs::Tcp {
                     source,

@@ -29,7 +29,9 @@ impl Session {
     /// plain-text AUTH is allowed).
     pub(crate) fn auth_usable(&self) -> bool {
         match (&self.auth, &self.offer) {
-            (Some(cfg), Some(_)) => self.tls.is_some() || cfg.allow_without_tls,
+            (Some(cfg), Some(_)) => {
+                self.tls.is_some() || (cfg.allow_without_tls && !self.require_tls)
+            }
             _ => false,
         }
     }
@@ -52,7 +54,7 @@ impl Session {
         if self.offer.is_none() {
             return self.simple("503 auth not available (#5.3.3)");
         }
-        if self.tls.is_none() && !cfg.allow_without_tls {
+        if self.tls.is_none() && (!cfg.allow_without_tls || self.require_tls) {
             return self
                 .simple("538 encryption required for authentication, use STARTTLS (#5.7.11)");
         }
@@ -78,6 +80,9 @@ impl Session {
             Ok(None) => return Flow::Continue,
             Err(flow) => return flow,
         };
+        if !credentials_are_clean(&creds) {
+            return self.simple("501 malformed auth input (#5.5.4)");
+        }
         let user = creds.user().to_string();
         let check = cfg.backend.check(&creds, &self.env, &self.cfg.home).await;
         let result = match check {
@@ -185,14 +190,10 @@ impl Session {
                 if initial.is_some() {
                     return Ok(self.malformed());
                 }
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
                 let me =
                     String::from_utf8_lossy(self.cfg.control.me.as_deref().unwrap_or(b"localhost"))
                         .into_owned();
-                let challenge = format!("<{}.{now}@{me}>", std::process::id()).into_bytes();
+                let challenge = format!("<{}@{me}>", unique_nonce()).into_bytes();
                 let answer = match self.ask(&challenge).await {
                     Response::Data(d) => d,
                     Response::Refused => return Ok(self.cancelled()),
@@ -232,6 +233,49 @@ impl Session {
         self.io.reply("501 malformed auth input (#5.5.4)");
         None
     }
+}
+
+/// Longest user name and secret passed to a backend (the checkpassword
+/// record must fit a pipe buffer, and no real credential is longer).
+const MAX_CREDENTIAL: usize = 1024;
+
+/// Credentials a backend may see: no NUL anywhere (it would shift the
+/// NUL-separated checkpassword record), no control characters in the user
+/// name (it reaches logs and the environment), bounded lengths.
+fn credentials_are_clean(creds: &Credentials) -> bool {
+    let user_ok = |u: &str| {
+        !u.is_empty() && u.len() <= MAX_CREDENTIAL && !u.bytes().any(|b| b < 0x20 || b == 0x7f)
+    };
+    let secret_ok = |s: &[u8]| s.len() <= MAX_CREDENTIAL && !s.contains(&0);
+    match creds {
+        Credentials::Password { user, password } => user_ok(user) && secret_ok(password),
+        Credentials::Cram { user, digest, .. } => user_ok(user) && secret_ok(digest),
+    }
+}
+
+/// A challenge nonce that never repeats: time, process, a counter and
+/// random bits from the kernel.
+fn unique_nonce() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut random = [0u8; 8];
+    // SAFETY: getrandom writes at most `random.len()` bytes into the buffer.
+    let got = unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+    let random = if got == 8 {
+        u64::from_ne_bytes(random)
+    } else {
+        0
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}.{}.{}.{:016x}",
+        std::process::id(),
+        now.as_micros(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        random
+    )
 }
 
 /// Decodes a response line: `*` cancels; otherwise base64.

@@ -189,6 +189,8 @@ pub struct Session {
     pub(crate) authenticated: Option<String>,
     /// Failed AUTH attempts so far.
     pub(crate) auth_failures: u32,
+    /// The environment as the connection started (restored by STARTTLS).
+    pub(crate) initial_env: SessionEnv,
 }
 
 impl Session {
@@ -217,6 +219,7 @@ impl Session {
             require_auth: false,
             authenticated: None,
             auth_failures: 0,
+            initial_env: SessionEnv::default(),
         }
     }
 
@@ -261,6 +264,7 @@ impl Session {
 
     /// Loads the plugin table, runs the connection hook and greets.
     async fn start(&mut self) -> Flow {
+        self.initial_env = self.env.clone();
         if self.implicit_tls {
             let Some(config) = self.cfg.tls.clone() else {
                 tracing::error!(session = %self.id, "implicit TLS without a certificate");

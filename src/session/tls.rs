@@ -32,7 +32,19 @@ impl Session {
         if !self.handshake(config).await {
             return Flow::Close(1);
         }
-        // RFC 3207: forget everything learnt before TLS.
+        // RFC 3207: forget everything learnt before TLS, including what
+        // plugins set from commands sent in the clear.
+        let ssl: Vec<(&str, Option<Vec<u8>>)> = ["SSL_PROTOCOL", "SSL_CIPHER"]
+            .iter()
+            .map(|k| (*k, self.env.get(k).map(<[u8]>::to_vec)))
+            .collect();
+        self.env = self.initial_env.clone();
+        for (k, v) in ssl {
+            if let Some(v) = v {
+                self.env.set(k, v);
+            }
+        }
+        self.spp.off = self.spp.plugins.is_none();
         self.helo = self.client.remote_host.clone();
         self.tx = None;
         self.bad_sender = false;

@@ -315,7 +315,10 @@ fn proxy_v2(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
 async fn proxy_protocol_v1_and_v2_from_a_trusted_proxy_set_the_client_address() {
     let home = TestHome::new();
     client_reporter(&home);
-    home.write("control/tcp.smtp", "192.0.2.66:deny\n:allow\n");
+    home.write(
+        "control/tcp.smtp",
+        "192.0.2.66:deny\n127.0.0.1:deny\n:allow\n",
+    );
     let pport = crate::util::process::free_port();
     let listen = format!("127.0.0.1:{pport}");
     let _server = Server::daemon_with(
@@ -347,6 +350,11 @@ async fn proxy_protocol_v1_and_v2_from_a_trusted_proxy_set_the_client_address() 
         .send("PROXY TCP4 192.0.2.66 198.51.100.1 40000 25\r\n")
         .await;
     assert_eq!(denied.line().await, None);
+    // LOCAL/UNKNOWN: the client is unknown, so only the rule for everyone
+    // applies, never the proxy's own (127.0.0.1 here).
+    let mut unknown = Client::connect(pport).await;
+    unknown.send("PROXY UNKNOWN\r\n").await;
+    assert!(unknown.line().await.unwrap().starts_with("220 "));
     // A malformed header closes the connection.
     let mut bad = Client::connect(pport).await;
     bad.send("PROXY TCP4 999.0.2.7 198.51.100.1 40000 25\r\n")
@@ -389,18 +397,20 @@ fn stdio_proxy_header_sets_the_client_address() {
     assert_eq!(out.lines()[0], "220 mx.ref.test ESMTP", "{}", out.stdout);
     // stdio --proxy is opt-in: without it the header is a bad command.
     assert_eq!(out.lines()[1], "502 unimplemented (#5.5.1)");
-    let mut cmd = std::process::Command::new(crate::util::process::bin());
-    cmd.arg("--home")
-        .arg(home.dir())
-        .arg("stdio")
-        .arg("--proxy")
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("TCPREMOTEIP", "127.0.0.1");
-    let out = crate::util::process::run_with_input(
-        cmd,
-        b"PROXY TCP6 2001:db8::7 2001:db8::1 50000 25\r\nHELO x\r\nQUIT\r\n",
-        Duration::from_secs(30),
+    let proxied = |remote: &str, input: &[u8]| {
+        let mut cmd = std::process::Command::new(crate::util::process::bin());
+        cmd.arg("--home")
+            .arg(home.dir())
+            .args(["stdio", "--proxy", "--proxy-from", "127.0.0.0/8"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("TCPREMOTEIP", remote)
+            .env("RELAYCLIENT", "");
+        crate::util::process::run_with_input(cmd, input, Duration::from_secs(30))
+    };
+    let out = proxied(
+        "127.0.0.1",
+        b"PROXY TCP6 2001:db8::7 2001:db8::1 50000 25\r\nHELO x\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@far.test>\r\nQUIT\r\n",
     );
     assert_eq!(
         out.lines()[1],
@@ -408,7 +418,18 @@ fn stdio_proxy_header_sets_the_client_address() {
         "{}",
         out.stdout
     );
+    // The proxy's relay grant from tcpserver's rules is not the client's.
+    assert_eq!(
+        out.lines()[4],
+        "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"
+    );
     assert_eq!(out.code, 0);
+    // A connection that does not come from a trusted proxy is closed.
+    let out = proxied(
+        "192.0.2.1",
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 1 25\r\nQUIT\r\n",
+    );
+    assert_eq!((out.stdout.as_str(), out.code), ("", 1));
 }
 
 #[tokio::test]

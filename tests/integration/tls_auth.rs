@@ -729,3 +729,117 @@ fn a_failing_auth_delay_does_not_block_other_sessions() {
     let _ = slow.kill();
     let _ = slow.wait();
 }
+
+#[test]
+fn serve_uses_tls_cert_and_key_flags_and_refuses_inconsistent_settings() {
+    let home = TestHome::new();
+    home.install_checkpassword();
+    let dir = home.dir().join("certgen/mx.ref.test");
+    home.make_cert("flags.test");
+    let _ = dir;
+    let cert = home.dir().join("certgen/flags.test/cert.pem");
+    let key = home.dir().join("certgen/flags.test/key.pem");
+    let tport = process::free_port();
+    let taddr = format!("127.0.0.1:{tport}");
+    let _server = Server::daemon_with(
+        &home,
+        &[],
+        &serve_args(&[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--listen-tls",
+            &taddr,
+        ]),
+    );
+    assert!(peer_cn(tport, "flags.test").ends_with("CN = flags.test"));
+    // No certificate with listen-tls, or submission without a backend: exit 78.
+    for args in [
+        vec!["--listen-tls", "127.0.0.1:1"],
+        vec!["--listen-submission", "127.0.0.1:1"],
+        vec!["--require-tls"],
+    ] {
+        let mut cmd = Command::new(process::bin());
+        cmd.arg("--home")
+            .arg(home.dir())
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:1")
+            .args(&args);
+        let out = process::run_with_input(cmd, b"", Duration::from_secs(30));
+        assert_eq!(out.code, 78, "{args:?}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn nul_bytes_in_credentials_are_refused_and_cram_challenges_never_repeat() {
+    let home = tls_home();
+    let server = Server::daemon_with(&home, &[("SMTPAUTH", "+cram")], &serve_args(&[]));
+    // LOGIN user "alice\0secret" (base64 YWxpY2UAc2VjcmV0), any password.
+    let out = raw(
+        server.port,
+        "plain",
+        &[
+            ">STARTTLS",
+            "<",
+            "TLS",
+            ">AUTH LOGIN YWxpY2UAc2VjcmV0",
+            "<",
+            ">eA==",
+            "<",
+        ],
+    );
+    assert_eq!(out[4], "< 501 malformed auth input (#5.5.4)", "{out:?}");
+    let log = std::fs::read_to_string(home.dir().join("daemon.log")).unwrap();
+    assert!(!log.contains("secret"), "{log}");
+    // Two CRAM-MD5 challenges in quick succession differ.
+    let c1 = raw(
+        server.port,
+        "plain",
+        &[">STARTTLS", "<", "TLS", ">AUTH CRAM-MD5", "<", ">*", "<"],
+    );
+    let c2 = raw(
+        server.port,
+        "plain",
+        &[">STARTTLS", "<", "TLS", ">AUTH CRAM-MD5", "<", ">*", "<"],
+    );
+    assert!(c1[3].starts_with("< 334 "), "{c1:?}");
+    assert_ne!(c1[3], c2[3]);
+}
+
+#[test]
+fn require_tls_wins_over_plaintext_auth_and_starttls_resets_plugin_state() {
+    let home = tls_home();
+    let p = home.plugin("mark", "#!/bin/sh\necho \"P250-mark=${MARK-unset}\"\n[ \"$SMTPHELOHOST\" = set ] && echo SMARK=1\n");
+    home.smtpplugins(&format!("[helo]\n{p}\n"));
+    let server = Server::daemon_with(
+        &home,
+        &[],
+        &serve_args(&["--require-tls", "--allow-auth-without-tls"]),
+    );
+    let out = raw(
+        server.port,
+        "plain",
+        &[
+            ">AUTH PLAIN AGFsaWNlAHNlY3JldA==",
+            "<",
+            ">HELO set",
+            "*2",
+            ">HELO again",
+            "*2",
+            ">STARTTLS",
+            "<",
+            "TLS",
+            ">HELO after",
+            "<",
+        ],
+    );
+    assert_eq!(
+        out[1], "< 538 encryption required for authentication, use STARTTLS (#5.7.11)",
+        "{out:?}"
+    );
+    assert_eq!(out[4], "< 250-mark=1", "{out:?}");
+    // Variables set from commands sent in the clear do not survive TLS.
+    assert_eq!(out[8], "< 250-mark=unset", "{out:?}");
+}
