@@ -15,13 +15,19 @@ use std::sync::Arc;
 /// Variables as raw bytes.
 type Vars = BTreeMap<Vec<u8>, Vec<u8>>;
 
+/// Changes over a base: `Some` sets, `None` removes.
+type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
 /// Environment variables of one session.
 #[derive(Debug, Clone, Default)]
 pub struct SessionEnv {
     /// The inherited variables, shared.
     base: Arc<Vars>,
-    /// This session's changes: `Some` sets, `None` removes.
-    changes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Changes frozen by [`SessionEnv::freeze`] (the connection's own
+    /// variables), shared with copies taken after freezing.
+    frozen: Arc<Changes>,
+    /// Changes since then.
+    changes: Changes,
 }
 
 impl SessionEnv {
@@ -32,7 +38,7 @@ impl SessionEnv {
             .collect();
         SessionEnv {
             base: Arc::new(vars),
-            changes: BTreeMap::new(),
+            ..Default::default()
         }
     }
 
@@ -42,15 +48,27 @@ impl SessionEnv {
         let vars = self.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
         SessionEnv {
             base: Arc::new(vars),
-            changes: BTreeMap::new(),
+            ..Default::default()
         }
+    }
+
+    /// Moves the changes so far into a shared layer, so that a copy kept
+    /// now (to restore later) costs no memory of its own.
+    pub fn freeze(&mut self) {
+        if self.changes.is_empty() {
+            return;
+        }
+        let mut frozen = (*self.frozen).clone();
+        frozen.append(&mut self.changes);
+        self.frozen = Arc::new(frozen);
     }
 
     /// The value of `name`, if set.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        match self.changes.get(name.as_bytes()) {
+        let key = name.as_bytes();
+        match self.changes.get(key).or_else(|| self.frozen.get(key)) {
             Some(change) => change.as_deref(),
-            None => self.base.get(name.as_bytes()).map(Vec::as_slice),
+            None => self.base.get(key).map(Vec::as_slice),
         }
     }
 

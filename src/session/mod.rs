@@ -264,13 +264,14 @@ impl Session {
 
     /// Loads the plugin table, runs the connection hook and greets.
     async fn start(&mut self) -> Flow {
+        self.env.freeze();
         self.initial_env = self.env.clone();
         if self.implicit_tls {
             let Some(config) = self.cfg.tls.clone() else {
                 tracing::error!(session = %self.id, "implicit TLS without a certificate");
                 return Flow::Close(1);
             };
-            if !self.handshake(config).await {
+            if !Box::pin(self.handshake(config)).await {
                 return Flow::Close(1);
             }
         }
@@ -385,7 +386,8 @@ impl Session {
                 self.io.reply(bye);
                 Flow::Close(0)
             }
-            Verb::Starttls => self.starttls().await,
+            // Boxed: the handshake's state is only allocated during STARTTLS.
+            Verb::Starttls => Box::pin(self.starttls()).await,
             Verb::Auth => Box::pin(self.auth(cmd.arg)).await,
             Verb::Unknown => self.simple(text::UNIMPLEMENTED),
         }

@@ -3392,6 +3392,7 @@ async fn an_idle_session_task_stays_small() {
         "x".into(),
     );
     let future = session.run();
+    eprintln!("session future: {} bytes", std::mem::size_of_val(&future));
     assert!(
         std::mem::size_of_val(&future) <= 4096,
         "session future is {} bytes",
