@@ -113,12 +113,17 @@ impl SessionEnv {
             .changes
             .iter()
             .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_slice(), v)));
+        let frozen = self
+            .frozen
+            .iter()
+            .filter(|(k, _)| !self.changes.contains_key(*k))
+            .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_slice(), v)));
         let inherited = self
             .base
             .iter()
-            .filter(|(k, _)| !self.changes.contains_key(*k))
+            .filter(|(k, _)| !self.changes.contains_key(*k) && !self.frozen.contains_key(*k))
             .map(|(k, v)| (k.as_slice(), v.as_slice()));
-        changed.chain(inherited)
+        changed.chain(frozen).chain(inherited)
     }
 
     /// The variables as `OsStr` pairs, for spawning children.
@@ -183,5 +188,47 @@ mod tests {
             "the shared base is untouched"
         );
         assert_eq!(base.get("CHANGE"), Some(&b"3"[..]));
+    }
+
+    #[test]
+    fn a_frozen_layer_keeps_values_and_is_shared_by_copies() {
+        let mut base = SessionEnv::default();
+        base.set("KEEP", "1");
+        base.set("CHANGE", "3");
+        let mut a = base.flattened();
+        a.set("CHANGE", "4");
+        a.set("NEW", "5");
+        a.freeze();
+        let kept = a.clone();
+        a.set("LATER", "6");
+        a.remove("KEEP");
+        let all = |e: &SessionEnv| {
+            let mut v: Vec<(String, String)> = e
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        String::from_utf8(k.to_vec()).unwrap(),
+                        String::from_utf8(v.to_vec()).unwrap(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let pairs = |p: &[(&str, &str)]| {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            all(&kept),
+            pairs(&[("CHANGE", "4"), ("KEEP", "1"), ("NEW", "5")])
+        );
+        assert_eq!(
+            all(&a),
+            pairs(&[("CHANGE", "4"), ("LATER", "6"), ("NEW", "5")])
+        );
+        assert_eq!(a.get("KEEP"), None);
+        assert_eq!(kept.get("NEW"), Some(&b"5"[..]));
     }
 }
