@@ -490,6 +490,20 @@ out = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-subject"]
 print(out.strip())
 "#;
 
+/// Waits (bounded) until the server's log contains `needle`.
+fn wait_for_log(home: &TestHome, needle: &str) {
+    for _ in 0..400 {
+        if std::fs::read_to_string(home.dir().join("daemon.log"))
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{needle:?} never logged");
+}
+
 fn peer_cn(port: u16, sni: &str) -> String {
     let out = process::python(PEER_CN, &[&port.to_string(), sni]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -516,28 +530,12 @@ fn sni_chooses_the_certificate_and_sighup_reloads_certificates() {
     // A new default certificate after SIGHUP, without restarting.
     home.control("servercert.pem", home.make_cert("renewed.test"));
     server.signal(1);
-    for _ in 0..200 {
-        if std::fs::read_to_string(home.dir().join("daemon.log"))
-            .unwrap_or_default()
-            .contains("reloaded configuration")
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    wait_for_log(&home, "reloaded configuration");
     assert!(peer_cn(tport, "mx.ref.test").ends_with("CN = renewed.test"));
     // A broken certificate is refused; the running one stays.
     home.control("servercert.pem", "not a certificate\n");
     server.signal(1);
-    for _ in 0..200 {
-        if std::fs::read_to_string(home.dir().join("daemon.log"))
-            .unwrap_or_default()
-            .contains("reload refused")
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    wait_for_log(&home, "reload refused");
     assert!(peer_cn(tport, "mx.ref.test").ends_with("CN = renewed.test"));
 }
 

@@ -160,15 +160,7 @@ impl Server {
 
     /// `tcpserver -R -H -l 0 127.0.0.1 PORT spp-smtpd --home HOME stdio`.
     pub fn tcpserver(home: &TestHome, env: &[(&str, &str)]) -> Server {
-        let port = free_port();
-        let mut cmd = Command::new("tcpserver");
-        cmd.args(["-R", "-H", "-l", "0", "-c", "50", "-b", "50", "127.0.0.1"])
-            .arg(port.to_string())
-            .arg(bin())
-            .arg("--home")
-            .arg(home.dir())
-            .arg("stdio");
-        Server::spawn(cmd, env, port)
+        Server::tcpserver_with(home, env, &[])
     }
 
     /// `spp-smtpd --home HOME serve --listen 127.0.0.1:PORT`.
@@ -199,10 +191,6 @@ impl Server {
     /// Waits (bounded) for the server to exit; returns its status.
     pub fn wait_exit(mut self) -> i32 {
         wait_bounded(&mut self.child, Duration::from_secs(60))
-    }
-
-    fn spawn(cmd: Command, env: &[(&str, &str)], port: u16) -> Server {
-        Server::spawn_logging(cmd, env, port, Stdio::null())
     }
 
     fn spawn_logging(mut cmd: Command, env: &[(&str, &str)], port: u16, stderr: Stdio) -> Server {
