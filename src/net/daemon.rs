@@ -544,7 +544,11 @@ async fn connection(
             tracing::warn!(session = %id, client = %from, "PROXY listener: client is not a trusted proxy; closed");
             return;
         }
-        match super::proxy::read_header(&mut stream, PROXY_HEADER_TIMEOUT).await {
+        let header = tokio::select! {
+            h = super::proxy::read_header(&mut stream, PROXY_HEADER_TIMEOUT) => h,
+            _ = stopping(shared.state.clone()) => return,
+        };
+        match header {
             Ok(super::proxy::ProxiedAddrs::Tcp {
                 source,
                 destination,
@@ -571,7 +575,10 @@ async fn connection(
         return;
     };
     let remote_host = match &shared.dns {
-        Some(dns) => dns.lookup(ip).await,
+        Some(dns) => tokio::select! {
+            name = dns.lookup(ip) => name,
+            _ = stopping(shared.state.clone()) => return,
+        },
         None => None,
     };
     let rule = match proxied_local {
@@ -624,6 +631,16 @@ async fn connection(
         ms = started.elapsed().as_millis() as u64,
         "connection closed"
     );
+}
+
+/// Resolves once the daemon is no longer running normally (used before a
+/// session starts, when there is no transaction to let finish).
+async fn stopping(mut state: watch::Receiver<RunState>) {
+    while *state.borrow_and_update() == RunState::Running {
+        if state.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// The tcpserver-style environment of one connection.

@@ -256,7 +256,7 @@ impl SmtpIo {
 
 /// Resolves when the session must stop reading: its lifetime ended, or the
 /// daemon stops (or drains and the session is not `busy`).
-async fn wait_stop(stop: &mut StopSignals, busy: bool) -> IoEnd {
+pub(crate) async fn wait_stop(stop: &mut StopSignals, busy: bool) -> IoEnd {
     let deadline = stop.deadline;
     let lifetime = async {
         match deadline {

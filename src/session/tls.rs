@@ -58,8 +58,20 @@ impl Session {
     /// `SSL_CIPHER`. False if it failed or timed out.
     pub(crate) async fn handshake(&mut self, config: std::sync::Arc<rustls::ServerConfig>) -> bool {
         let stream = self.io.take_stream();
-        let accept = TlsAcceptor::from(config).accept(stream);
-        match tokio::time::timeout(self.cfg.control.timeout, accept).await {
+        let accept = tokio::time::timeout(
+            self.cfg.control.timeout,
+            TlsAcceptor::from(config).accept(stream),
+        );
+        // A shutdown or the lifetime cap also ends a handshake in progress.
+        let stopped = super::io::wait_stop(&mut self.io.stop, false);
+        let result = tokio::select! {
+            r = accept => r,
+            _ = stopped => {
+                tracing::info!(session = %self.id, "TLS handshake abandoned: shutting down");
+                return false;
+            }
+        };
+        match result {
             Ok(Ok(tls)) => {
                 let info = crate::tls::info(tls.get_ref().1);
                 self.env.set("SSL_PROTOCOL", &info.protocol);

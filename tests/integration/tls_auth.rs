@@ -841,3 +841,26 @@ fn require_tls_wins_over_plaintext_auth_and_starttls_resets_plugin_state() {
     // Variables set from commands sent in the clear do not survive TLS.
     assert_eq!(out[8], "< 250-mark=unset", "{out:?}");
 }
+
+#[test]
+fn shutdown_does_not_wait_for_a_stalled_handshake() {
+    let home = tls_home();
+    let tport = process::free_port();
+    let taddr = format!("127.0.0.1:{tport}");
+    let server = Server::daemon_with(
+        &home,
+        &[],
+        &serve_args(&["--listen-tls", &taddr, "--shutdown-deadline", "120"]),
+    );
+    let _stalled = std::net::TcpStream::connect(("127.0.0.1", tport)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    server.signal(15);
+    assert_eq!(server.wait_exit(), 0);
+    // Far less than the 120 s deadline: nothing was in a transaction.
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+}
