@@ -385,36 +385,6 @@ impl DaemonSettings {
                 })
                 .unwrap_or_default()
         };
-        let listen_proxy: Vec<SocketAddr> = if !args.listen_proxy.is_empty() {
-            args.listen_proxy.clone()
-        } else {
-            let line = ini.get("listen-proxy").map(|(l, _)| l).unwrap_or(0);
-            list("listen-proxy")
-                .iter()
-                .filter_map(|a| {
-                    a.parse()
-                        .map_err(|_| {
-                            errors.push(
-                                ini.error(line, format!("listen-proxy: {a:?} is not ADDR:PORT")),
-                            )
-                        })
-                        .ok()
-                })
-                .collect()
-        };
-        let proxy_from: Vec<Network> = if !args.proxy_from.is_empty() {
-            args.proxy_from.clone()
-        } else {
-            let line = ini.get("proxy-from").map(|(l, _)| l).unwrap_or(0);
-            list("proxy-from")
-                .iter()
-                .filter_map(|n| {
-                    n.parse()
-                        .map_err(|e| errors.push(ini.error(line, format!("proxy-from: {e}"))))
-                        .ok()
-                })
-                .collect()
-        };
         let addr_list =
             |flag: &[SocketAddr], key: &str, errors: &mut Vec<ConfigError>| -> Vec<SocketAddr> {
                 if !flag.is_empty() {
@@ -433,6 +403,20 @@ impl DaemonSettings {
                     })
                     .collect()
             };
+        let listen_proxy = addr_list(&args.listen_proxy, "listen-proxy", &mut errors);
+        let proxy_from: Vec<Network> = if !args.proxy_from.is_empty() {
+            args.proxy_from.clone()
+        } else {
+            let line = ini.get("proxy-from").map(|(l, _)| l).unwrap_or(0);
+            list("proxy-from")
+                .iter()
+                .filter_map(|n| {
+                    n.parse()
+                        .map_err(|e| errors.push(ini.error(line, format!("proxy-from: {e}"))))
+                        .ok()
+                })
+                .collect()
+        };
         let listen_tls = addr_list(&args.listen_tls, "listen-tls", &mut errors);
         let listen_submission =
             addr_list(&args.listen_submission, "listen-submission", &mut errors);
