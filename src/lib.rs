@@ -11,12 +11,15 @@
 //! - [`session`]: the SMTP state machine, generic over the byte stream; it
 //!   runs hooks and hands accepted mail to the queue.
 //! - [`queue`]: the qmail-queue program interface and the embedded Maildir.
+//! - [`child`]: the one place that starts programs (plugins, queue
+//!   program, sendmail).
 //! - [`net`]: the transports — `stdio` (tcpserver/inetd) and the `serve`
 //!   daemon — and local address enumeration.
 //! - [`tls`]: certificates and the rustls configuration (STARTTLS, implicit TLS).
 //! - [`logging`]: the log subscriber (stderr or journald).
 
 pub mod auth;
+pub mod child;
 pub mod config;
 pub mod logging;
 pub mod net;

@@ -4,8 +4,8 @@
 
 use super::control::{first_line, leading_number, list_entries, read_optional};
 use super::plugins::{PluginTable, Program};
+use super::queue::QueueSetting;
 use super::ConfigError;
-use crate::queue::QueueSetting;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -37,7 +37,7 @@ pub fn check(home: &Path, sppconffile: Option<&Path>) -> Vec<ConfigError> {
             check_single(&c.join(name), b, &mut problems);
         }
     }
-    for name in ["localiphost"] {
+    for name in ["localiphost", "spooldir"] {
         if let Some(b) = read(name, &mut problems) {
             check_single(&c.join(name), &b, &mut problems);
         }

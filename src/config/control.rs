@@ -2,10 +2,11 @@
 //! and the validated [`Control`] values the session uses.
 
 use super::cdb::Cdb;
+use super::queue::QueueSetting;
 use super::ConfigError;
-use crate::queue::QueueSetting;
 use std::collections::HashSet;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -124,6 +125,9 @@ pub struct Control {
     pub plugin_timeout: Duration,
     /// `control/queue`: the queue backend, if the file exists.
     pub queue: Option<QueueSetting>,
+    /// `control/spooldir` (relative to home), else `HOME/spool`: where a
+    /// message waits while a `[body]` hook or a downstream needs it whole.
+    pub spooldir: PathBuf,
 }
 
 impl Control {
@@ -191,7 +195,12 @@ impl Control {
                     .map_err(|m| ConfigError::at(&c.join("queue"), Some(1), m))?,
             ),
         };
+        let spooldir = match single("spooldir")? {
+            Some(dir) if !dir.is_empty() => home.join(std::ffi::OsStr::from_bytes(&dir)),
+            _ => home.join("spool"),
+        };
         Ok(Control {
+            spooldir,
             me,
             greeting,
             localiphost,

@@ -7,6 +7,7 @@ pub mod cdb;
 pub mod check;
 pub mod control;
 pub mod plugins;
+pub mod queue;
 
 use crate::net::localip::LocalIps;
 use control::Control;

@@ -23,17 +23,21 @@ pub enum Hook {
     Data,
     /// After a successful AUTH, before `235`.
     Auth,
+    /// After the message's final dot, before the queue, with the message
+    /// on stdin (letter `b`, which qmail-spp ignores).
+    Body,
 }
 
 impl Hook {
     /// All hooks, in table order.
-    pub const ALL: [Hook; 6] = [
+    pub const ALL: [Hook; 7] = [
         Hook::Connection,
         Hook::Helo,
         Hook::Mail,
         Hook::Rcpt,
         Hook::Data,
         Hook::Auth,
+        Hook::Body,
     ];
 
     /// The section letter that selects this hook.
@@ -45,6 +49,7 @@ impl Hook {
             Hook::Rcpt => b'r',
             Hook::Data => b'd',
             Hook::Auth => b'a',
+            Hook::Body => b'b',
         }
     }
 
@@ -57,6 +62,7 @@ impl Hook {
             Hook::Rcpt => "rcpt",
             Hook::Data => "data",
             Hook::Auth => "auth",
+            Hook::Body => "body",
         }
     }
 
@@ -104,7 +110,7 @@ pub struct Lint {
 /// The plugins of every hook, in file order.
 #[derive(Debug, Default)]
 pub struct PluginTable {
-    hooks: [Vec<Arc<Plugin>>; 6],
+    hooks: [Vec<Arc<Plugin>>; 7],
     /// The file this table was read from.
     pub source: PathBuf,
 }
@@ -144,7 +150,7 @@ impl PluginTable {
                     lints.push(Lint {
                         lineno,
                         message: format!(
-                            "unknown section {}: its plugins are ignored (sections are chosen by the lower-case letter after '[': c h m r d a)",
+                            "unknown section {}: its plugins are ignored (sections are chosen by the lower-case letter after '[': c h m r d a b)",
                             String::from_utf8_lossy(&line)
                         ),
                     });
@@ -209,7 +215,7 @@ mod tests {
 
     #[test]
     fn sections_by_first_letter() {
-        let text = "ignored\n[connection]\nc1\n[hxyz\nh1\n[HELO]\nlost\n[mail]\nm1\n[r\nr1\n[data]\nd1\n[auth]\na1\n[m\nm2\n[\nx\n";
+        let text = "ignored\n[connection]\nc1\n[hxyz\nh1\n[HELO]\nlost\n[mail]\nm1\n[r\nr1\n[data]\nd1\n[auth]\na1\n[m\nm2\n[\nx\n[body]\nb1\n";
         for ending in ["\n", "\r\n"] {
             let text = text.replace('\n', ending);
             let (t, lints) =
@@ -221,6 +227,7 @@ mod tests {
                 assert_eq!(names(&t, Hook::Rcpt), ["r1"]);
                 assert_eq!(names(&t, Hook::Data), ["d1"]);
                 assert_eq!(names(&t, Hook::Auth), ["a1"]);
+                assert_eq!(names(&t, Hook::Body), ["b1"]);
                 let lines: Vec<usize> = lints.iter().map(|l| l.lineno).collect();
                 assert_eq!(lines, vec![1, 6, 18]);
             } else {

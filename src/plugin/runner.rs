@@ -1,16 +1,19 @@
-//! Running one plugin: spawn it (own process group, stdin /dev/null, cwd =
-//! home, the session's environment), read its directives with a deadline
+//! Running one plugin: spawn it (through [`crate::child`]: own process
+//! group, cwd = home, the session's environment; stdin /dev/null or the
+//! message), read its directives with a deadline
 //! and output limits, log its stderr, and always reap it.
 
 use super::directive::Directive;
+use crate::child;
 use crate::config::plugins::{Plugin, Program};
 use crate::session::env::SessionEnv;
+use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::time::Instant;
 
 /// Most bytes of stdout read from one plugin run (before and after its
@@ -69,40 +72,48 @@ pub struct RunLimits {
     pub timeout: Duration,
 }
 
-/// Runs `plugin` and collects its directives.
+/// Runs `plugin` and collects its directives. Its stdin is `/dev/null`,
+/// or the file `input` opened read-only (the message, for `[body]`).
 pub async fn run(
     plugin: &Plugin,
     env: &SessionEnv,
     home: &Path,
     limits: RunLimits,
     session: &str,
+    input: Option<&Path>,
 ) -> RunOutcome {
     let name = plugin.line.escape_ascii().to_string();
     let mut cmd = match &plugin.program {
-        Program::Shell(text) => {
-            let mut c = Command::new("/bin/sh");
-            c.arg("-c").arg(text);
-            c
-        }
-        Program::Direct { path, argv } => {
-            let mut c = Command::new(path);
-            c.arg0(&argv[0]).args(&argv[1..]);
-            c
-        }
+        Program::Shell(text) => child::command(
+            Path::new("/bin/sh"),
+            OsStr::new("/bin/sh"),
+            [OsStr::new("-c"), text.as_os_str()],
+            env,
+            home,
+        ),
+        Program::Direct { path, argv } => child::command(path, &argv[0], &argv[1..], env, home),
     };
-    cmd.env_clear()
-        .envs(env.iter_os())
-        .current_dir(home)
-        .stdin(Stdio::null())
+    let stdin = match input {
+        None => Stdio::null(),
+        Some(path) => match std::fs::File::open(path) {
+            Ok(f) => Stdio::from(f),
+            Err(e) => {
+                tracing::error!(session, plugin = %name, error = %e, "cannot open the message for the plugin");
+                return RunOutcome {
+                    directives: Vec::new(),
+                    failure: Some(Failure::CantExecute),
+                };
+            }
+        },
+    };
+    cmd.stdin(stdin)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(session, plugin = %name, error = %e, "plugin cannot be started");
-            let failure = if is_resource_error(&e) {
+            let failure = if child::is_resource_error(&e) {
                 Failure::ForkFailed
             } else {
                 Failure::CantExecute
@@ -130,19 +141,19 @@ pub async fn run(
             match tokio::time::timeout_at(deadline, child.wait()).await {
                 Ok(status) => status_failure(status),
                 Err(_) => {
-                    kill_group(&mut child);
+                    child::kill_group(&mut child);
                     let _ = child.wait().await;
                     Some(Failure::Timeout)
                 }
             }
         }
         Ok(ReadEnd::Failed(f)) => {
-            kill_group(&mut child);
+            child::kill_group(&mut child);
             let _ = child.wait().await;
             Some(f)
         }
         Err(_) => {
-            kill_group(&mut child);
+            child::kill_group(&mut child);
             let _ = child.wait().await;
             Some(Failure::Timeout)
         }
@@ -195,7 +206,7 @@ async fn after_verdict(
             }
         }
     }
-    kill_group(child);
+    child::kill_group(child);
     let _ = child.wait().await;
     None
 }
@@ -211,15 +222,6 @@ fn status_failure(status: std::io::Result<std::process::ExitStatus>) -> Option<F
             Some(Failure::Crashed)
         }
     }
-}
-
-/// Errors that mean "no process could be created" (as opposed to "the
-/// program could not be executed").
-pub fn is_resource_error(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EAGAIN | libc::ENOMEM | libc::EMFILE | libc::ENFILE)
-    )
 }
 
 /// How reading a plugin's stdout ended.
@@ -284,16 +286,6 @@ fn push_line(line: &[u8], directives: &mut Vec<Directive>) -> bool {
         }
         None => false,
     }
-}
-
-/// Kills the plugin's whole process group.
-fn kill_group(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        // SAFETY: killpg only sends a signal; the group is the child's own
-        // (process_group(0) made the child its leader).
-        unsafe { libc::killpg(pid as libc::pid_t, libc::SIGKILL) };
-    }
-    let _ = child.start_kill();
 }
 
 /// Logs the plugin's stderr line by line, bounded, then drains the rest.

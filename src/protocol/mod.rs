@@ -5,6 +5,7 @@
 pub mod address;
 pub mod command;
 pub mod data;
+pub mod encode;
 pub mod received;
 pub mod reply;
 

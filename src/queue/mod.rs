@@ -1,45 +1,23 @@
 //! Handing accepted mail to a queue. `250` is only said once the backend
-//! has the message durably: the qmail-queue program exited 0, or the
-//! Maildir file was fsynced and renamed into `new/`.
+//! has the message durably: the qmail-queue program exited 0, the Maildir
+//! file was fsynced and renamed into `new/`, sendmail exited 0, or the
+//! downstream MTA said 2xx.
+//!
+//! Maildir and qmail-queue take the message as it arrives ([`Job`]); the
+//! other backends, and any message a `[body]` hook reads, go through the
+//! [`spool`] first and are handed over by [`deliver_spooled`].
 
+pub mod forward;
 pub mod maildir;
 pub mod qmail_queue;
+pub mod sendmail;
+pub mod spool;
 
+use crate::config::queue::{ForwardSetting, QueueSetting};
 use crate::session::env::SessionEnv;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-
-/// What `control/queue` says (one line).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum QueueSetting {
-    /// `qmail-queue [PROGRAM]`: the program (else `$QMAILQUEUE` or
-    /// `bin/qmail-queue`).
-    QmailQueue(Option<PathBuf>),
-    /// `maildir [DIR]`: the directory (else `Maildir`), relative to home.
-    Maildir(Option<PathBuf>),
-}
-
-impl QueueSetting {
-    /// Parses the line of `control/queue`.
-    pub fn parse(line: &[u8]) -> Result<QueueSetting, String> {
-        let text = std::str::from_utf8(line).map_err(|_| "not UTF-8".to_string())?;
-        let mut words = text.split_whitespace();
-        let kind = words.next().unwrap_or("");
-        let arg = words.next().map(PathBuf::from);
-        if words.next().is_some() {
-            return Err(format!(
-                "too many words in {text:?}: expected `maildir [DIR]` or `qmail-queue [PROGRAM]`"
-            ));
-        }
-        match kind {
-            "qmail-queue" => Ok(QueueSetting::QmailQueue(arg)),
-            "maildir" => Ok(QueueSetting::Maildir(arg)),
-            other => Err(format!(
-                "unknown queue type {other:?}: expected `maildir [DIR]` or `qmail-queue [PROGRAM]`"
-            )),
-        }
-    }
-}
+use std::sync::Arc;
 
 /// The backend chosen for a session (decided at its first DATA).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +26,10 @@ pub enum Backend {
     QmailQueue(PathBuf),
     /// Deliver into this Maildir.
     Maildir(PathBuf),
+    /// Run this sendmail program.
+    Sendmail(PathBuf),
+    /// Hand over to a downstream SMTP or LMTP server.
+    Forward(Arc<ForwardSetting>),
 }
 
 impl Backend {
@@ -66,6 +48,8 @@ impl Backend {
                 Backend::Maildir(home.join(dir.as_deref().unwrap_or(Path::new("Maildir"))))
             }
             Some(QueueSetting::QmailQueue(Some(p))) => Backend::QmailQueue(home.join(p)),
+            Some(QueueSetting::Sendmail(p)) => Backend::Sendmail(home.join(p)),
+            Some(QueueSetting::Forward(f)) => Backend::Forward(f.clone()),
             Some(QueueSetting::QmailQueue(None)) => {
                 Backend::QmailQueue(from_env().map(|p| home.join(p)).unwrap_or(default_qq))
             }
@@ -75,6 +59,14 @@ impl Backend {
                 None => Backend::Maildir(home.join("Maildir")),
             },
         }
+    }
+}
+
+impl Backend {
+    /// Whether the backend needs the whole message before it can take it
+    /// (it is spooled first).
+    pub fn needs_spool(&self) -> bool {
+        matches!(self, Backend::Sendmail(_) | Backend::Forward(_))
     }
 }
 
@@ -121,6 +113,11 @@ impl Job {
                 program, env, home, limit,
             )?)),
             Backend::Maildir(dir) => Job::Maildir(maildir::MaildirJob::start(dir, envelope).await?),
+            Backend::Sendmail(_) | Backend::Forward(_) => {
+                return Err(std::io::Error::other(
+                    "this backend takes spooled messages only",
+                ))
+            }
         })
     }
 
@@ -141,4 +138,51 @@ impl Job {
             Job::Maildir(j) => j.finish(envelope.is_some()).await,
         }
     }
+}
+
+/// A spooled message and what handing it over needs.
+pub struct Handoff<'a> {
+    /// The session environment (for the programs started).
+    pub env: &'a SessionEnv,
+    /// Working directory of programs, root of relative paths.
+    pub home: &'a Path,
+    /// Sender and recipients.
+    pub envelope: &'a Envelope,
+    /// Header lines added after the message was spooled; they go first.
+    pub head: &'a [u8],
+    /// The message.
+    pub spooled: &'a spool::Spooled,
+    /// Bound for each write and for the wait.
+    pub limit: std::time::Duration,
+    /// Session id for the logs.
+    pub session: &'a str,
+}
+
+/// Hands a spooled message to a backend that is not a downstream (those
+/// are driven by the session, see [`forward`]).
+pub async fn deliver_spooled(backend: &Backend, h: &Handoff<'_>) -> JobResult {
+    if let Backend::Sendmail(program) = backend {
+        return sendmail::deliver(program, h).await;
+    }
+    let mut job = match Job::start(backend, h.env, h.home, h.envelope, h.limit).await {
+        Ok(job) => job,
+        Err(e) => {
+            tracing::error!(session = h.session, error = %e, backend = ?backend, "cannot start queue");
+            return JobResult::Failed(crate::protocol::reply::text::QQT_FAILURE.into());
+        }
+    };
+    job.write(h.head).await;
+    let mut reader = h.spooled.reader();
+    loop {
+        match reader.next_chunk().await {
+            Ok(Some(chunk)) => job.write(&chunk).await,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::error!(session = h.session, error = %e, "cannot read the spooled message");
+                job.finish(None).await;
+                return JobResult::Failed("451 qq read error (#4.3.0)".into());
+            }
+        }
+    }
+    job.finish(Some(h.envelope)).await
 }

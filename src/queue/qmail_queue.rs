@@ -9,7 +9,7 @@ use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, ChildStdin};
 
 /// A running (or failed-to-exec) qmail-queue.
 pub struct QmailJob {
@@ -36,10 +36,9 @@ impl QmailJob {
     ) -> std::io::Result<QmailJob> {
         let (tx, rx) = pipe::pipe()?;
         let rx = rx.into_blocking_fd()?;
-        let spawned = Command::new(program)
-            .env_clear()
-            .envs(env.iter_os())
-            .current_dir(home)
+        let no_args: [&str; 0] = [];
+        let spawned = crate::child::command(program, program.as_os_str(), no_args, env, home)
+            .kill_on_drop(false)
             .stdin(Stdio::piped())
             .stdout(Stdio::from(rx))
             .stderr(Stdio::inherit())
@@ -53,7 +52,7 @@ impl QmailJob {
                 limit,
                 stalled: false,
             }),
-            Err(e) if crate::plugin::runner::is_resource_error(&e) => Err(e),
+            Err(e) if crate::child::is_resource_error(&e) => Err(e),
             Err(e) => {
                 tracing::error!(program = %program.display(), error = %e, "cannot exec queue program");
                 Ok(QmailJob {

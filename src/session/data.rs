@@ -1,6 +1,8 @@
 //! DATA: checks, queued `LD` errors, the `[data]` hook, then the message
 //! is streamed into the queue (Received: line and plugin headers first) and
-//! the reply waits for the queue's answer.
+//! the reply waits for the queue's answer. When a `[body]` hook or the
+//! backend needs the whole message first, [`super::body`] takes over after
+//! the `[data]` hook.
 
 use super::io::IoEnd;
 use super::{Flow, Session, Verdict};
@@ -10,14 +12,15 @@ use crate::plugin::directive::Queued;
 use crate::protocol::data::{DataDecoder, Progress};
 use crate::protocol::received::{received_line, ReceivedInfo};
 use crate::protocol::reply::text;
-use crate::queue::{Backend, Envelope, Job, JobResult};
+use crate::queue::spool::SpoolWriter;
+use crate::queue::{Envelope, Job, JobResult};
 use std::time::{Instant, SystemTime};
 
 /// Hop count at which a message is considered looping.
 const MAX_HOPS: u32 = 100;
 
 /// How reading the body ended.
-enum BodyEnd {
+pub(crate) enum BodyEnd {
     /// The terminating `.` line was read.
     Complete,
     /// A bare LF: the session ends.
@@ -45,17 +48,22 @@ impl Session {
         let Some(tx) = self.tx.take() else {
             return Flow::Continue;
         };
+        let eight_bit = tx.eight_bit;
         let envelope = Envelope {
             sender: tx.sender,
             recipients: tx.recipients,
         };
+        let backend = self.backend();
+        let body_hooks = !self.spp.off
+            && self
+                .spp
+                .plugins
+                .as_ref()
+                .is_some_and(|t| !t.for_hook(Hook::Body).is_empty());
+        if body_hooks || backend.needs_spool() {
+            return Box::pin(self.data_spooled(envelope, eight_bit, backend, body_hooks)).await;
+        }
         let started = Instant::now();
-        let backend = self
-            .backend
-            .get_or_insert_with(|| {
-                Backend::select(self.cfg.control.queue.as_ref(), &self.env, &self.cfg.home)
-            })
-            .clone();
         let limit = self.cfg.control.timeout;
         let mut job = match Job::start(&backend, &self.env, &self.cfg.home, &envelope, limit).await
         {
@@ -66,6 +74,74 @@ impl Session {
             }
         };
         self.io.reply(text::GO_AHEAD);
+        let head = self.message_head();
+        job.write(&head).await;
+
+        let mut decoder = DataDecoder::default();
+        let end = self.copy_body(&mut Sink::Job(&mut job), &mut decoder).await;
+        let refusal = self.body_refusal(&end, &decoder);
+        let result = job.finish(refusal.is_none().then_some(&envelope)).await;
+        let reply = match (refusal, result) {
+            (Some(r), _) => r,
+            (None, JobResult::Queued(ok)) => ok,
+            (None, JobResult::Failed(r)) => r,
+        };
+        self.finish_data(&envelope, decoder.size, started, reply, end)
+            .await
+    }
+
+    /// Logs the transaction and sends the final reply (or ends the
+    /// session after a bare LF or a lost connection).
+    pub(crate) async fn finish_data(
+        &mut self,
+        envelope: &Envelope,
+        size: u64,
+        started: Instant,
+        reply: String,
+        end: BodyEnd,
+    ) -> Flow {
+        let result = if reply.is_empty() {
+            "connection lost"
+        } else {
+            &reply
+        };
+        self.log_transaction(envelope, size, started, result);
+        match end {
+            BodyEnd::Complete => self.simple(&reply),
+            BodyEnd::BareLf => {
+                self.io.reply(reply);
+                Flow::Close(1)
+            }
+            BodyEnd::Io(e) => Flow::Close(self.io_ended(e).await),
+        }
+    }
+
+    /// The `transaction` log line; the plugin verdicts are then cleared.
+    pub(crate) fn log_transaction(
+        &mut self,
+        envelope: &Envelope,
+        size: u64,
+        started: Instant,
+        result: &str,
+    ) {
+        tracing::info!(
+            session = %self.id,
+            client = %quoted(&self.client.remote_ip),
+            helo = %quoted(&self.helo),
+            from = %quoted(&envelope.sender),
+            rcpts = envelope.recipients.len(),
+            size,
+            verdicts = %quoted(self.verdicts.join(" ").as_bytes()),
+            ms = started.elapsed().as_millis() as u64,
+            result = %quoted(result.as_bytes()),
+            "transaction"
+        );
+        self.verdicts.clear();
+    }
+
+    /// The Received: line and the pending `H` headers, which start the
+    /// stored message; the transaction's plugin state is cleared.
+    pub(crate) fn message_head(&mut self) -> Vec<u8> {
         let mut head = received_line(
             &ReceivedInfo {
                 remote_host: &self.client.remote_host,
@@ -79,55 +155,40 @@ impl Session {
         );
         head.extend_from_slice(&self.spp.headers);
         self.spp.clear_transaction();
-        job.write(&head).await;
+        head
+    }
 
-        let mut decoder = DataDecoder::default();
-        let end = self.copy_body(&mut job, &mut decoder).await;
-        let too_big = self.client.databytes > 0 && decoder.size > self.client.databytes;
-        let looping = decoder.hops >= MAX_HOPS;
-        let abandoned = too_big || looping || decoder.bare_cr || !matches!(end, BodyEnd::Complete);
-        let result = job.finish((!abandoned).then_some(&envelope)).await;
-        let reply = match (&end, result) {
-            (BodyEnd::BareLf, _) => text::BARE_LF.to_string(),
-            (BodyEnd::Io(_), _) => String::new(),
-            (BodyEnd::Complete, JobResult::Queued(ok)) => ok,
-            (BodyEnd::Complete, JobResult::Failed(_)) if looping => text::LOOPING.into(),
-            (BodyEnd::Complete, JobResult::Failed(_)) if too_big => text::TOO_BIG.into(),
-            (BodyEnd::Complete, JobResult::Failed(_)) if decoder.bare_cr => text::BARE_CR.into(),
-            (BodyEnd::Complete, JobResult::Failed(r)) => r,
-        };
-        tracing::info!(
-            session = %self.id,
-            client = %quoted(&self.client.remote_ip),
-            helo = %quoted(&self.helo),
-            from = %quoted(&envelope.sender),
-            rcpts = envelope.recipients.len(),
-            size = decoder.size,
-            verdicts = %quoted(self.verdicts.join(" ").as_bytes()),
-            ms = started.elapsed().as_millis() as u64,
-            result = %quoted(if reply.is_empty() { b"connection lost" } else { reply.as_bytes() }),
-            "transaction"
-        );
-        self.verdicts.clear();
+    /// The reply when the body itself is refused (looping, too big, bare
+    /// CR or LF) or the connection was lost (empty); `None` when it can be
+    /// queued.
+    pub(crate) fn body_refusal(&self, end: &BodyEnd, decoder: &DataDecoder) -> Option<String> {
         match end {
-            BodyEnd::Complete => self.simple(&reply),
-            BodyEnd::BareLf => {
-                self.io.reply(reply);
-                Flow::Close(1)
+            BodyEnd::BareLf => Some(text::BARE_LF.to_string()),
+            BodyEnd::Io(_) => Some(String::new()),
+            BodyEnd::Complete if decoder.hops >= MAX_HOPS => Some(text::LOOPING.into()),
+            BodyEnd::Complete
+                if self.client.databytes > 0 && decoder.size > self.client.databytes =>
+            {
+                Some(text::TOO_BIG.into())
             }
-            BodyEnd::Io(e) => Flow::Close(self.io_ended(e).await),
+            BodyEnd::Complete if decoder.bare_cr => Some(text::BARE_CR.into()),
+            BodyEnd::Complete => None,
         }
     }
 
-    /// Decodes the body from the connection into the job until the
+    /// Decodes the body from the connection into `sink` until the
     /// terminator; stops writing once the message is to be refused.
-    async fn copy_body(&mut self, job: &mut Job, decoder: &mut DataDecoder) -> BodyEnd {
+    pub(crate) async fn copy_body(
+        &mut self,
+        sink: &mut Sink<'_>,
+        decoder: &mut DataDecoder,
+    ) -> BodyEnd {
         let databytes = self.client.databytes;
         let mut chunk = Vec::with_capacity(8192);
         self.io.busy = true;
         self.io.bulk = true;
         let end = self
-            .copy_body_inner(job, decoder, databytes, &mut chunk)
+            .copy_body_inner(sink, decoder, databytes, &mut chunk)
             .await;
         self.io.bulk = false;
         end
@@ -136,7 +197,7 @@ impl Session {
     /// The loop of [`Session::copy_body`].
     async fn copy_body_inner(
         &mut self,
-        job: &mut Job,
+        sink: &mut Sink<'_>,
         decoder: &mut DataDecoder,
         databytes: u64,
         chunk: &mut Vec<u8>,
@@ -154,13 +215,31 @@ impl Session {
                 || (databytes > 0 && decoder.size > databytes)
                 || decoder.bare_cr;
             if !refused && !chunk.is_empty() {
-                job.write(chunk).await;
+                sink.write(chunk).await;
             }
             match progress {
                 Progress::NeedMore => {}
                 Progress::End => return BodyEnd::Complete,
                 Progress::BareLf => return BodyEnd::BareLf,
             }
+        }
+    }
+}
+
+/// Where the body goes while it is read: the queue directly, or the spool.
+pub(crate) enum Sink<'a> {
+    /// A Maildir or qmail-queue job.
+    Job(&'a mut Job),
+    /// The spool.
+    Spool(&'a mut SpoolWriter),
+}
+
+impl Sink<'_> {
+    /// Writes decoded message bytes.
+    async fn write(&mut self, data: &[u8]) {
+        match self {
+            Sink::Job(j) => j.write(data).await,
+            Sink::Spool(s) => s.write(data).await,
         }
     }
 }

@@ -42,6 +42,11 @@ impl Session {
                 &self.cfg.home,
                 limits,
                 &self.id,
+                if hook == Hook::Body {
+                    self.body_file.as_deref()
+                } else {
+                    None
+                },
             ))
             .await;
             drop(_slot);

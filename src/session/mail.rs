@@ -43,9 +43,12 @@ impl Session {
             Verdict::Accept => self.bad_sender = self.cfg.control.is_bad_sender(&addr),
             Verdict::AcceptSkipChecks => {}
         }
+        self.end_transaction();
         self.tx = Some(Transaction {
             sender: addr,
             recipients: Vec::new(),
+            eight_bit: has_param(&arg, b"BODY=8BITMIME"),
+            declared_size: declared_size(&arg),
         });
         self.io.reply("250 ok");
         Flow::Continue
@@ -64,9 +67,30 @@ fn declared_size(arg: &[u8]) -> Option<u64> {
         })
 }
 
+/// Whether the parameters after the address include `param` (any case).
+fn has_param(arg: &[u8], param: &[u8]) -> bool {
+    let Some(close) = arg.iter().position(|&b| b == b'>') else {
+        return false;
+    };
+    arg[close + 1..]
+        .split(|&b| b == b' ')
+        .any(|p| p.eq_ignore_ascii_case(param))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::declared_size;
+    use super::{declared_size, has_param};
+
+    #[test]
+    fn body_parameter() {
+        assert!(has_param(b"FROM:<a@b> body=8bitmime", b"BODY=8BITMIME"));
+        assert!(has_param(
+            b"FROM:<a@b> SIZE=1 BODY=8BITMIME",
+            b"BODY=8BITMIME"
+        ));
+        assert!(!has_param(b"FROM:<a@b> BODY=7BIT", b"BODY=8BITMIME"));
+        assert!(!has_param(b"FROM:a@b BODY=8BITMIME", b"BODY=8BITMIME"));
+    }
 
     #[test]
     fn size_parameter() {

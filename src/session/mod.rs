@@ -3,6 +3,7 @@
 //! with a hook has its own file, and [`hooks`] applies plugin directives.
 
 mod auth;
+mod body;
 mod data;
 pub mod env;
 mod helo;
@@ -52,6 +53,10 @@ pub struct Transaction {
     pub sender: Vec<u8>,
     /// Accepted recipients, with any RELAYCLIENT suffix.
     pub recipients: Vec<Vec<u8>>,
+    /// The client declared `BODY=8BITMIME` (passed on downstream).
+    pub eight_bit: bool,
+    /// The client's `SIZE=` (passed on downstream at RCPT time).
+    pub declared_size: Option<u64>,
 }
 
 /// qmail-spp state (see the lifecycle table: what RSET, MAIL, DATA clear).
@@ -191,6 +196,11 @@ pub struct Session {
     pub(crate) auth_failures: u32,
     /// The environment as the connection started (restored by STARTTLS).
     pub(crate) initial_env: SessionEnv,
+    /// The downstream transaction opened at the first RCPT when the
+    /// backend verifies recipients (`verify-rcpt=yes`).
+    pub(crate) downstream: Option<Box<crate::queue::forward::Transaction>>,
+    /// The spooled message while `[body]` plugins run (their stdin).
+    pub(crate) body_file: Option<std::path::PathBuf>,
 }
 
 impl Session {
@@ -220,6 +230,8 @@ impl Session {
             authenticated: None,
             auth_failures: 0,
             initial_env: SessionEnv::default(),
+            downstream: None,
+            body_file: None,
         }
     }
 
@@ -246,6 +258,7 @@ impl Session {
             Flow::Close(code) => code,
         };
         let _ = self.io.flush().await;
+        self.end_transaction();
         if let Some(tx) = &self.tx {
             tracing::info!(
                 session = %self.id,
@@ -374,6 +387,7 @@ impl Session {
             Verb::Rset => {
                 self.spp.clear_transaction();
                 self.tx = None;
+                self.end_transaction();
                 self.verdicts.clear();
                 self.io.reply("250 flushed");
                 Flow::Continue
@@ -390,6 +404,23 @@ impl Session {
             Verb::Starttls => Box::pin(self.starttls()).await,
             Verb::Auth => Box::pin(self.auth(cmd.arg)).await,
             Verb::Unknown => self.simple(text::UNIMPLEMENTED),
+        }
+    }
+
+    /// The queue backend, chosen at first use for the whole session.
+    pub(crate) fn backend(&mut self) -> Backend {
+        self.backend
+            .get_or_insert_with(|| {
+                Backend::select(self.cfg.control.queue.as_ref(), &self.env, &self.cfg.home)
+            })
+            .clone()
+    }
+
+    /// Ends the downstream transaction, if one is open (RSET, a new MAIL
+    /// or HELO, STARTTLS, the end of the session).
+    pub(crate) fn end_transaction(&mut self) {
+        if let Some(t) = self.downstream.take() {
+            t.abandon();
         }
     }
 

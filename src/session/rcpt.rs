@@ -3,8 +3,10 @@
 
 use super::{Flow, Session, Verdict};
 use crate::config::plugins::Hook;
+use crate::config::queue::QueueSetting;
 use crate::plugin::directive::Queued;
 use crate::protocol::reply::text;
+use crate::queue::forward::{Downstream, MailParams, RcptError};
 
 /// Most recipients of one message (RFC 5321 asks for at least 100).
 pub const MAX_RECIPIENTS: usize = 10_000;
@@ -68,11 +70,72 @@ impl Session {
             self.io.reply(text::NOT_RCPTHOST);
             return Flow::Continue;
         }
+        // Boxed: the downstream exchange's state only exists while it runs.
+        if let Some(refusal) = Box::pin(self.verify_downstream(&addr)).await {
+            self.io.reply(refusal);
+            return Flow::Continue;
+        }
         if let Some(tx) = &mut self.tx {
             tx.recipients.push(addr);
         }
         self.spp.rcpt_count += 1;
         self.io.reply("250 ok");
         Flow::Continue
+    }
+}
+
+impl Session {
+    /// With `verify-rcpt=yes`: passes the recipient to the downstream,
+    /// opening its transaction at the first RCPT. Returns the reply to send
+    /// instead of `250` when the downstream did not accept it.
+    async fn verify_downstream(&mut self, addr: &[u8]) -> Option<String> {
+        // Only `control/queue` can name a downstream; the backend itself is
+        // chosen at the first DATA (a [data] plugin may set QMAILQUEUE).
+        let Some(QueueSetting::Forward(setting)) = &self.cfg.control.queue else {
+            return None;
+        };
+        if !setting.verify_rcpt {
+            return None;
+        }
+        let setting = setting.clone();
+        let tx = self.tx.as_ref()?;
+        if self.downstream.is_none() {
+            let me = self
+                .cfg
+                .control
+                .me
+                .as_deref()
+                .unwrap_or(&self.cfg.control.greeting);
+            let d = Downstream::new(setting, me, self.cfg.control.timeout);
+            let params = MailParams {
+                size: tx.declared_size,
+                eight_bit: tx.eight_bit,
+            };
+            let (sender, earlier) = (tx.sender.clone(), tx.recipients.clone());
+            let mut t = match d.begin(&self.id, &sender, params).await {
+                Ok(t) => t,
+                Err(reply) => return Some(reply),
+            };
+            // After a broken connection, the recipients accepted so far
+            // are passed again on the new one.
+            for r in &earlier {
+                if let Err(RcptError::Refused(reply) | RcptError::Broken(reply)) =
+                    t.rcpt(&self.id, r).await
+                {
+                    t.abandon();
+                    return Some(reply);
+                }
+            }
+            self.downstream = Some(Box::new(t));
+        }
+        let t = self.downstream.as_mut()?;
+        match t.rcpt(&self.id, addr).await {
+            Ok(()) => None,
+            Err(RcptError::Refused(reply)) => Some(reply),
+            Err(RcptError::Broken(reply)) => {
+                self.downstream = None;
+                Some(reply)
+            }
+        }
     }
 }

@@ -47,6 +47,7 @@ impl Session {
         self.spp.off = self.spp.plugins.is_none();
         self.helo = self.client.remote_host.clone();
         self.tx = None;
+        self.end_transaction();
         self.bad_sender = false;
         self.spp.clear_transaction();
         self.verdicts.clear();

@@ -5,6 +5,7 @@
 mod util;
 
 mod binary;
+mod body_hook;
 mod check;
 mod daemon;
 mod examples;

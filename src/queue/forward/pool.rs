@@ -1,0 +1,90 @@
+//! Idle downstream connections kept for reuse, per destination setting,
+//! bounded by its `pool=`, and the TLS client configuration of each
+//! setting (built once). A connection is only reused while it is young
+//! and has not served too many transactions; every reuse starts with RSET,
+//! so a connection the downstream has closed is noticed and replaced.
+
+use super::conn::Conn;
+use crate::config::queue::{ForwardSetting, SYSTEM_CA_FILE};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// Longest a connection waits idle in the pool.
+const MAX_IDLE: Duration = Duration::from_secs(30);
+/// Most transactions on one connection.
+const MAX_USES: u32 = 100;
+
+/// Per setting: idle connections, and the TLS client configuration.
+#[derive(Default)]
+struct Entry {
+    idle: Vec<Conn>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// All pools of this process.
+fn pools() -> &'static Mutex<HashMap<Arc<ForwardSetting>, Entry>> {
+    static POOLS: OnceLock<Mutex<HashMap<Arc<ForwardSetting>, Entry>>> = OnceLock::new();
+    POOLS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// An idle connection for `setting`, if one is fit for reuse.
+pub fn checkout(setting: &Arc<ForwardSetting>) -> Option<Conn> {
+    let mut pools = pools().lock().unwrap_or_else(|p| p.into_inner());
+    let entry = pools.get_mut(setting)?;
+    while let Some(conn) = entry.idle.pop() {
+        if conn.idle_since.elapsed() < MAX_IDLE {
+            return Some(conn);
+        }
+    }
+    None
+}
+
+/// Returns a connection after a completed or reset transaction; it is
+/// closed instead when the pool is full or the connection is worn out.
+pub fn checkin(setting: &Arc<ForwardSetting>, mut conn: Conn) {
+    conn.uses += 1;
+    if setting.pool == 0 || conn.uses >= MAX_USES {
+        tokio::spawn(conn.quit());
+        return;
+    }
+    conn.idle_since = tokio::time::Instant::now();
+    let mut pools = pools().lock().unwrap_or_else(|p| p.into_inner());
+    let entry = pools.entry(setting.clone()).or_default();
+    entry.idle.retain(|c| c.idle_since.elapsed() < MAX_IDLE);
+    if entry.idle.len() < setting.pool {
+        entry.idle.push(conn);
+    } else {
+        drop(pools);
+        tokio::spawn(conn.quit());
+    }
+}
+
+/// The TLS client configuration for `setting` (`None` without TLS).
+pub fn tls_config(
+    setting: &Arc<ForwardSetting>,
+) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    if setting.tls == crate::config::queue::TlsMode::No {
+        return Ok(None);
+    }
+    if let Some(c) = pools()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(setting)
+        .and_then(|e| e.tls.clone())
+    {
+        return Ok(Some(c));
+    }
+    let ca = setting
+        .ca_file
+        .clone()
+        .unwrap_or_else(|| SYSTEM_CA_FILE.into());
+    let config = crate::tls::client_config(&ca, setting.verify)?;
+    pools()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(setting.clone())
+        .or_default()
+        .tls = Some(config.clone());
+    Ok(Some(config))
+}

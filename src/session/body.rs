@@ -1,0 +1,157 @@
+//! DATA through the spool: used when `[body]` plugins are configured or
+//! the backend (smtp, lmtp, sendmail) needs the whole message. The message
+//! is received into the spool, the `[body]` hook reads it, and only then is
+//! it handed to the backend; the client's reply is the backend's verdict.
+
+use super::data::{BodyEnd, Sink};
+use super::{Flow, Session, Verdict};
+use crate::config::plugins::Hook;
+use crate::protocol::data::DataDecoder;
+use crate::protocol::reply::text;
+use crate::queue::forward::Downstream;
+use crate::queue::spool::{SpoolWriter, Spooled};
+use crate::queue::{deliver_spooled, Backend, Envelope, Handoff, JobResult};
+use std::time::Instant;
+
+/// The reply when the spool cannot take the message.
+const SPOOL_FAILURE: &str = "451 qq write error or disk full (#4.3.0)";
+
+impl Session {
+    /// DATA after the `[data]` hook, through the spool (`body_hooks`: the
+    /// message must be on file for the `[body]` plugins).
+    pub(crate) async fn data_spooled(
+        &mut self,
+        envelope: Envelope,
+        eight_bit: bool,
+        backend: Backend,
+        body_hooks: bool,
+    ) -> Flow {
+        let started = Instant::now();
+        let dir = self.cfg.control.spooldir.clone();
+        let mut writer = if body_hooks {
+            match SpoolWriter::on_file(&dir).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(session = %self.id, dir = %dir.display(), error = %e, "cannot create a spool file");
+                    self.end_transaction();
+                    return self.simple(SPOOL_FAILURE);
+                }
+            }
+        } else {
+            SpoolWriter::in_memory(&dir)
+        };
+        self.io.reply(text::GO_AHEAD);
+        let head = self.message_head();
+        writer.write(&head).await;
+        let mut decoder = DataDecoder::default();
+        let end = self
+            .copy_body(&mut Sink::Spool(&mut writer), &mut decoder)
+            .await;
+        if let Some(refusal) = self.body_refusal(&end, &decoder) {
+            drop(writer);
+            self.end_transaction();
+            return self
+                .finish_data(&envelope, decoder.size, started, refusal, end)
+                .await;
+        }
+        let spooled = match writer.finish().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(session = %self.id, dir = %dir.display(), error = %e, "cannot write the spool file");
+                self.end_transaction();
+                return self
+                    .finish_data(&envelope, decoder.size, started, SPOOL_FAILURE.into(), end)
+                    .await;
+            }
+        };
+        if body_hooks {
+            match self.run_body_hook(&envelope, &spooled).await {
+                Verdict::Accept | Verdict::AcceptSkipChecks => {}
+                Verdict::Refuse => {
+                    self.end_transaction();
+                    self.log_transaction(
+                        &envelope,
+                        spooled.size,
+                        started,
+                        "refused by a [body] plugin",
+                    );
+                    return Flow::Continue;
+                }
+                Verdict::Disconnect => {
+                    self.end_transaction();
+                    self.log_transaction(
+                        &envelope,
+                        spooled.size,
+                        started,
+                        "disconnected by a [body] plugin",
+                    );
+                    return Flow::Close(0);
+                }
+            }
+        }
+        // Headers added by the [body] plugins go on top of the message.
+        let added = std::mem::take(&mut self.spp.headers);
+        let reply = match self
+            .hand_over(&backend, &envelope, eight_bit, &added, &spooled)
+            .await
+        {
+            JobResult::Queued(ok) => ok,
+            JobResult::Failed(r) => r,
+        };
+        drop(spooled);
+        self.finish_data(&envelope, decoder.size, started, reply, BodyEnd::Complete)
+            .await
+    }
+
+    /// Runs the `[body]` plugins with the spooled message on stdin.
+    async fn run_body_hook(&mut self, envelope: &Envelope, spooled: &Spooled) -> Verdict {
+        let mut rcpts = Vec::new();
+        for r in &envelope.recipients {
+            rcpts.extend_from_slice(r);
+            rcpts.push(b'\n');
+        }
+        self.env.set("SMTPRCPTS", &rcpts);
+        self.env.set("SMTPMESSAGESIZE", spooled.size.to_string());
+        self.body_file = spooled.path().map(std::path::Path::to_path_buf);
+        let verdict = self.run_hook(Hook::Body, None).await;
+        self.body_file = None;
+        self.env.remove("SMTPRCPTS");
+        self.env.remove("SMTPMESSAGESIZE");
+        verdict
+    }
+
+    /// Gives the spooled message to the backend.
+    async fn hand_over(
+        &mut self,
+        backend: &Backend,
+        envelope: &Envelope,
+        eight_bit: bool,
+        added: &[u8],
+        spooled: &Spooled,
+    ) -> JobResult {
+        let Backend::Forward(setting) = backend else {
+            let handoff = Handoff {
+                env: &self.env,
+                home: &self.cfg.home,
+                envelope,
+                head: added,
+                spooled,
+                limit: self.cfg.control.timeout,
+                session: &self.id,
+            };
+            return deliver_spooled(backend, &handoff).await;
+        };
+        if let Some(t) = self.downstream.take() {
+            return t.data(&self.id, added, spooled).await;
+        }
+        let me = self
+            .cfg
+            .control
+            .me
+            .as_deref()
+            .unwrap_or(&self.cfg.control.greeting);
+        Downstream::new(setting.clone(), me, self.cfg.control.timeout)
+            .deliver(&self.id, envelope, eight_bit, added, spooled)
+            .await
+    }
+}
