@@ -8,6 +8,7 @@ mod binary;
 mod body_hook;
 mod check;
 mod daemon;
+mod downstream;
 mod examples;
 mod plugin_faults;
 mod session_rules;

@@ -43,10 +43,11 @@ impl Reply {
     }
 
     /// The reply as one printable line for the client: a 4xx or 5xx code
-    /// is kept, anything else becomes 451; the text is the lines joined by
+    /// is kept, except 421 (to the client it would mean "closing") and
+    /// anything else, which become 451; the text is the lines joined by
     /// spaces, control and non-ASCII bytes replaced by `?`, bounded.
     pub fn for_client(&self) -> String {
-        let code = if (400..600).contains(&self.code) {
+        let code = if (400..600).contains(&self.code) && self.code != 421 {
             self.code
         } else {
             451
