@@ -6,6 +6,7 @@ use super::control::{first_line, leading_number, list_entries, read_optional};
 use super::plugins::{PluginTable, Program};
 use super::queue::QueueSetting;
 use super::ConfigError;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -76,8 +77,19 @@ pub fn check(home: &Path, sppconffile: Option<&Path>) -> Vec<ConfigError> {
         ));
     }
     if let Some(b) = read("queue", &mut problems) {
-        if let Err(m) = QueueSetting::parse(&first_line(&b)) {
-            problems.push(ConfigError::at(&c.join("queue"), Some(1), m));
+        match QueueSetting::parse(&first_line(&b)) {
+            Err(m) => problems.push(ConfigError::at(&c.join("queue"), Some(1), m)),
+            Ok(setting) => check_queue(home, &c.join("queue"), &setting, &mut problems),
+        }
+    }
+    if let Some(b) = read("spooldir", &mut problems) {
+        let dir = home.join(std::ffi::OsStr::from_bytes(&first_line(&b)));
+        if dir.exists() && !dir.is_dir() {
+            problems.push(ConfigError::at(
+                &c.join("spooldir"),
+                Some(1),
+                format!("{} is not a directory", dir.display()),
+            ));
         }
     }
     let plugins = sppconffile
@@ -86,6 +98,44 @@ pub fn check(home: &Path, sppconffile: Option<&Path>) -> Vec<ConfigError> {
     check_plugins(home, &plugins, &mut problems);
     problems.extend(crate::net::settings::check(home));
     problems
+}
+
+/// The programs and files a queue setting names must be usable.
+fn check_queue(home: &Path, file: &Path, setting: &QueueSetting, problems: &mut Vec<ConfigError>) {
+    let program = match setting {
+        QueueSetting::Sendmail(p) | QueueSetting::QmailQueue(Some(p)) => Some(home.join(p)),
+        _ => None,
+    };
+    if let Some(p) = program {
+        if let Some(why) = not_executable("queue program", &p) {
+            problems.push(ConfigError::at(file, Some(1), why));
+        }
+    }
+    if let QueueSetting::Forward(f) = setting {
+        if f.tls != super::queue::TlsMode::No {
+            let ca = f
+                .ca_file
+                .clone()
+                .unwrap_or_else(|| super::queue::SYSTEM_CA_FILE.into());
+            if let Err(e) = crate::tls::client_config(&home.join(ca), f.verify) {
+                problems.push(ConfigError::at(file, Some(1), e));
+            }
+        }
+    }
+}
+
+/// Why `program` (a `what`: plugin, queue program) cannot be run, if it
+/// cannot.
+fn not_executable(what: &str, program: &Path) -> Option<String> {
+    let p = program.display();
+    match std::fs::metadata(program) {
+        Err(e) => Some(format!("{what} {p} cannot be used: {e}")),
+        Ok(m) if !m.is_file() => Some(format!("{what} {p} is not a regular file")),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+            Some(format!("{what} {p} is not executable"))
+        }
+        Ok(_) => None,
+    }
 }
 
 /// A single-value file: its first line must not end in CR.
@@ -135,17 +185,7 @@ fn check_plugins(home: &Path, path: &Path, problems: &mut Vec<ConfigError>) {
             let Program::Direct { path: program, .. } = &plugin.program else {
                 continue;
             };
-            let problem = match std::fs::metadata(program) {
-                Err(e) => Some(format!("plugin {} cannot be used: {e}", program.display())),
-                Ok(m) if !m.is_file() => Some(format!(
-                    "plugin {} is not a regular file",
-                    program.display()
-                )),
-                Ok(m) if m.permissions().mode() & 0o111 == 0 => {
-                    Some(format!("plugin {} is not executable", program.display()))
-                }
-                Ok(_) => None,
-            };
+            let problem = not_executable("plugin", program);
             if let Some(p) = problem {
                 problems.push(ConfigError::at(path, Some(plugin.lineno), p));
             }

@@ -179,6 +179,9 @@ pub fn run(home: &Path, args: &ServeArgs) -> i32 {
             "privileges dropped"
         );
     }
+    // Spool files of a server that was killed are removed now; a session
+    // would only do it before its first spool file.
+    crate::queue::spool::sweep(&snapshot.config.control.spooldir);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -123,3 +123,58 @@ fn unreadable_control_file_is_reported_and_sessions_get_421() {
     assert_eq!(out.stdout, "421 unable to read controls (#4.3.0)\r\n");
     assert_eq!(out.code, 1);
 }
+
+#[test]
+fn queue_backends_are_checked() {
+    let home = TestHome::new();
+    let c = home.dir().join("control");
+    for (line, expect) in [
+        ("sendmail bin/none", "queue:1: queue program".to_string()),
+        (
+            "smtp 127.0.0.1:25 tls=sometimes",
+            "queue:1: tls=\"sometimes\"".to_string(),
+        ),
+        (
+            "lmtp 127.0.0.1",
+            "queue:1: \"127.0.0.1\": `lmtp` needs a port".to_string(),
+        ),
+        (
+            "smtp 127.0.0.1:25 tls=required cafile=control/none.pem",
+            "none.pem: cannot read CA certificates".to_string(),
+        ),
+    ] {
+        home.control("queue", format!("{line}\n"));
+        let out = check(home.dir());
+        assert_eq!(out.code, 1, "{line}: {}", out.stdout);
+        assert!(out.stdout.contains(&expect), "{line}: {}", out.stdout);
+    }
+    home.control("queue", "smtp 127.0.0.1:25 tls=required verify=no\n");
+    home.write("spool-file", "x");
+    home.control("spooldir", "spool-file\n");
+    let out = check(home.dir());
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout
+            .contains(&format!("{}/spooldir:1: ", c.display()))
+            && out.stdout.contains("is not a directory"),
+        "{}",
+        out.stdout
+    );
+    home.remove_control("spooldir");
+    home.write("bin/sendmail", "#!/bin/sh\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        home.dir().join("bin/sendmail"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    for ok in [
+        "sendmail bin/sendmail",
+        "lmtp /run/lmtp verify-rcpt=no",
+        "smtp [::1]:2525 pool=0",
+    ] {
+        home.control("queue", format!("{ok}\n"));
+        let out = check(home.dir());
+        assert_eq!(out.code, 0, "{ok}: {}", out.stdout);
+    }
+}
