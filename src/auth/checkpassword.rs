@@ -57,17 +57,10 @@ pub async fn check(
     };
     let reader: OwnedFd = reader.into();
     let fd = reader.as_raw_fd();
-    let mut cmd = tokio::process::Command::new(home.join(program));
-    cmd.arg0(program)
-        .args(args)
-        .env_clear()
-        .envs(env.iter_os())
-        .current_dir(home)
-        .stdin(Stdio::null())
+    let mut cmd = crate::child::command(&home.join(program), program.as_ref(), args, env, home);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .process_group(0)
-        .kill_on_drop(true);
+        .stderr(Stdio::inherit());
     // SAFETY: between fork and exec only dup2/fcntl, async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
@@ -106,11 +99,7 @@ pub async fn check(
         Ok(Err(_)) => Check::TempFail,
         Err(_) => {
             tracing::warn!(program, "checkpassword timed out; killed");
-            if let Some(pid) = child.id() {
-                // SAFETY: signals the child's own process group only.
-                unsafe { libc::killpg(pid as libc::pid_t, libc::SIGKILL) };
-            }
-            let _ = child.start_kill();
+            crate::child::kill_group(&mut child);
             let _ = child.wait().await;
             Check::TempFail
         }
