@@ -8,7 +8,6 @@ use super::{Flow, Session, Verdict};
 use crate::config::plugins::Hook;
 use crate::protocol::data::DataDecoder;
 use crate::protocol::reply::text;
-use crate::queue::forward::Downstream;
 use crate::queue::spool::{SpoolWriter, Spooled};
 use crate::queue::{deliver_spooled, Backend, Envelope, Handoff, JobResult};
 use std::time::Instant;
@@ -144,13 +143,7 @@ impl Session {
         if let Some(t) = self.downstream.take() {
             return t.data(&self.id, added, spooled).await;
         }
-        let me = self
-            .cfg
-            .control
-            .me
-            .as_deref()
-            .unwrap_or(&self.cfg.control.greeting);
-        Downstream::new(setting.clone(), me, self.cfg.control.timeout)
+        self.downstream_for(setting.clone())
             .deliver(&self.id, envelope, eight_bit, added, spooled)
             .await
     }

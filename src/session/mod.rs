@@ -416,6 +416,17 @@ impl Session {
             .clone()
     }
 
+    /// How this session talks to the downstream of `setting`: EHLO as
+    /// `control/me` (else the greeting), `timeoutsmtpd` unless it sets one.
+    pub(crate) fn downstream_for(
+        &self,
+        setting: Arc<crate::config::queue::ForwardSetting>,
+    ) -> crate::queue::forward::Downstream {
+        let control = &self.cfg.control;
+        let me = control.me.as_deref().unwrap_or(&control.greeting);
+        crate::queue::forward::Downstream::new(setting, me, control.timeout)
+    }
+
     /// Ends the downstream transaction, if one is open (RSET, a new MAIL
     /// or HELO, STARTTLS, the end of the session).
     pub(crate) fn end_transaction(&mut self) {

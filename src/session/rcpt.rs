@@ -6,7 +6,7 @@ use crate::config::plugins::Hook;
 use crate::config::queue::QueueSetting;
 use crate::plugin::directive::Queued;
 use crate::protocol::reply::text;
-use crate::queue::forward::{Downstream, MailParams, RcptError};
+use crate::queue::forward::{MailParams, RcptError};
 
 /// Most recipients of one message (RFC 5321 asks for at least 100).
 pub const MAX_RECIPIENTS: usize = 10_000;
@@ -100,13 +100,7 @@ impl Session {
         let setting = setting.clone();
         let tx = self.tx.as_ref()?;
         if self.downstream.is_none() {
-            let me = self
-                .cfg
-                .control
-                .me
-                .as_deref()
-                .unwrap_or(&self.cfg.control.greeting);
-            let d = Downstream::new(setting, me, self.cfg.control.timeout);
+            let d = self.downstream_for(setting);
             let params = MailParams {
                 size: tx.declared_size,
                 eight_bit: tx.eight_bit,
