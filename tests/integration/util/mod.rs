@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod driver;
+pub mod mta;
 pub mod process;
 
 use spp_smtpd::config::Config;
