@@ -12,6 +12,7 @@ mod daemon;
 mod downstream;
 mod examples;
 mod mta_harness;
+mod nothing_lost;
 mod plugin_faults;
 mod real_mta;
 mod session_rules;
