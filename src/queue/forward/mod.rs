@@ -20,7 +20,7 @@ pub mod pool;
 
 use super::spool::Spooled;
 use super::{Envelope, JobResult};
-use crate::config::queue::ForwardSetting;
+use crate::config::queue::{ForwardSetting, TlsMode};
 use crate::protocol::encode::{wire_size, DataEncoder};
 use conn::Conn;
 pub use conn::{ConnError, Reply};
@@ -85,10 +85,20 @@ impl Downstream {
                 _ => continue,
             }
         }
-        let tls = pool::tls_config(&self.setting).map_err(|e| {
-            tracing::error!(session, downstream = %self.setting.target, error = %e, "TLS client configuration");
-            TLS_FAILED.to_string()
-        })?;
+        let tls = match self.setting.tls {
+            TlsMode::No => None,
+            // Reading the CA file is blocking work (once per setting).
+            _ => {
+                let setting = self.setting.clone();
+                tokio::task::spawn_blocking(move || pool::tls_config(&setting))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+                    .map_err(|e| {
+                        tracing::error!(session, downstream = %self.setting.target, error = %e, "TLS client configuration");
+                        TLS_FAILED.to_string()
+                    })?
+            }
+        };
         Conn::open(&self.setting, &self.me, self.timeout, tls)
             .await
             .map_err(|e| self.conn_failure(session, "connect", &e))
