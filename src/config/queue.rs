@@ -18,7 +18,7 @@ pub const DEFAULT_SENDMAIL: &str = "/usr/sbin/sendmail";
 /// Default port of an `smtp` downstream.
 pub const DEFAULT_SMTP_PORT: u16 = 25;
 /// Default number of idle downstream connections kept for reuse.
-pub const DEFAULT_POOL: usize = 4;
+pub const DEFAULT_POOL: usize = 32;
 /// CA bundle used to verify a downstream certificate without `cafile=`.
 pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 

@@ -354,6 +354,7 @@ async fn serve(
         let _ = state_tx.send(RunState::Stopping);
         let _ = tokio::time::timeout(Duration::from_secs(5), shared.tracker.wait()).await;
     }
+    crate::queue::forward::pool::close_idle().await;
     tracing::info!("stopped");
     0
 }

@@ -88,10 +88,12 @@ pub fn run(
             auth: tls_auth.auth.clone().map(Arc::new),
             ..Default::default()
         };
-        Session::new(stream, cfg, env, id)
+        let code = Session::new(stream, cfg, env, id)
             .with_controls(controls)
             .run()
-            .await
+            .await;
+        crate::queue::forward::pool::close_idle().await;
+        code
     });
     // A read of stdin may still be pending on a blocking thread: do not
     // wait for it.

@@ -23,10 +23,21 @@ struct ScriptedMta {
 impl ScriptedMta {
     /// Starts it with `script` (JSON) on a free port, or on `socket`.
     fn start(home: &TestHome, script: &str, socket: Option<&str>) -> ScriptedMta {
-        let dir = home.path.join("scripted");
+        let port = if socket.is_some() { 0 } else { free_port() };
+        ScriptedMta::start_on(home, script, socket, port, "scripted")
+    }
+
+    /// Starts it on `port` (or `socket`), recording under `HOME/<name>`.
+    fn start_on(
+        home: &TestHome,
+        script: &str,
+        socket: Option<&str>,
+        port: u16,
+        name: &str,
+    ) -> ScriptedMta {
+        let dir = home.path.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("script.json"), script).unwrap();
-        let port = if socket.is_some() { 0 } else { free_port() };
         let where_ = match socket {
             Some(s) => home.path.join(s).display().to_string(),
             None => port.to_string(),
@@ -369,4 +380,25 @@ async fn sendmail_backend_arguments_and_exit_codes() {
     s.mail("a@example.org", &["bob@ref.test"], "hi\r\n")
         .await
         .text("451 unable to exec sendmail (#4.3.0)");
+}
+
+#[tokio::test]
+async fn a_pooled_connection_closed_by_a_restarted_downstream_is_replaced() {
+    let (home, first) = forwarding_home("{}", |p| format!("smtp 127.0.0.1:{p}"));
+    let port = first.port;
+    let mut s = home.session(&[]).await;
+    s.greeting().await;
+    s.mail("a@example.org", &["bob@ref.test"], "one\r\n")
+        .await
+        .code(250);
+    drop(first);
+    let second = ScriptedMta::start_on(&home, "{}", None, port, "restarted");
+    s.mail("a@example.org", &["bob@ref.test"], "two\r\n")
+        .await
+        .code(250);
+    assert_eq!(second.messages().len(), 1);
+    assert!(
+        !second.conn(1).contains("RSET"),
+        "the message went on a new connection"
+    );
 }

@@ -304,6 +304,12 @@ fn stdio_under_tcpserver_forwards_to_postfix() {
         "{lines:?}"
     );
     pf.wait_messages("bob", 1, DELIVERY);
+    // The session's process says QUIT downstream before it exits.
+    let deadline = std::time::Instant::now() + DELIVERY;
+    while !pf.log().contains("data=1 quit=1") {
+        assert!(std::time::Instant::now() < deadline, "{}", pf.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

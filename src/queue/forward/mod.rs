@@ -77,14 +77,8 @@ impl Downstream {
         }
     }
 
-    /// A connection: from the pool (checked with RSET) or new.
-    async fn connect(&self, session: &str) -> Result<Conn, String> {
-        while let Some(mut conn) = pool::checkout(&self.setting) {
-            match conn.command(b"RSET\r\n").await {
-                Ok(r) if r.positive() => return Ok(conn),
-                _ => continue,
-            }
-        }
+    /// A new connection: connect, greeting, EHLO, STARTTLS as configured.
+    async fn open(&self, session: &str) -> Result<Conn, String> {
         let tls = match self.setting.tls {
             TlsMode::No => None,
             // Reading the CA file is blocking work (once per setting).
@@ -127,12 +121,10 @@ impl Downstream {
         sender: &[u8],
         params: MailParams,
     ) -> Result<Transaction, String> {
-        let mut conn = self.connect(session).await?;
-        let mail = mail_command(&conn, sender, params);
-        let r = conn
-            .command(&mail)
-            .await
-            .map_err(|e| self.io_failure(session, "MAIL", &e))?;
+        let (conn, replies) = self
+            .envelope(session, |conn| vec![mail_command(conn, sender, params)])
+            .await?;
+        let r = &replies[0];
         if !r.positive() {
             tracing::info!(session, downstream = %self.setting.target, reply = %r.for_client(), "downstream refused MAIL");
             self.reuse(conn);
@@ -145,16 +137,79 @@ impl Downstream {
         })
     }
 
-    /// Puts a connection back (after RSET) in the background.
-    fn reuse(&self, mut conn: Conn) {
-        let setting = self.setting.clone();
-        tokio::spawn(async move {
-            if let Ok(r) = conn.command(b"RSET\r\n").await {
-                if r.positive() {
-                    pool::checkin(&setting, conn);
+    /// Puts a connection back after an abandoned or refused transaction;
+    /// its next use starts with RSET.
+    fn reuse(&self, conn: Conn) {
+        pool::checkin(&self.setting, conn);
+    }
+
+    /// Sends the envelope `commands` (MAIL, RCPTs, maybe DATA) and reads
+    /// their replies, on a pooled connection (RSET first, in the same write
+    /// when the downstream offers PIPELINING) or a new one. A pooled
+    /// connection found dead before its RSET was answered is replaced by a
+    /// new one (nothing was done on it). Without PIPELINING the commands go
+    /// one at a time: RCPTs only after an accepted MAIL, DATA only when
+    /// everything before it was accepted.
+    async fn envelope(
+        &self,
+        session: &str,
+        commands: impl Fn(&Conn) -> Vec<Vec<u8>>,
+    ) -> Result<(Conn, Vec<Reply>), String> {
+        let mut pooled = pool::checkout(&self.setting);
+        loop {
+            let reused = pooled.is_some();
+            let mut conn = match pooled.take() {
+                Some(c) => c,
+                None => self.open(session).await?,
+            };
+            let cmds = commands(&conn);
+            let mut replies = Vec::with_capacity(cmds.len());
+            let mut reset = !reused;
+            let exchange: io::Result<()> = async {
+                if conn.caps.pipelining {
+                    let mut batch = if reused {
+                        b"RSET\r\n".to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    batch.extend(cmds.iter().flatten());
+                    conn.send(&batch).await?;
+                    if reused {
+                        expect_positive(conn.reply().await?)?;
+                        reset = true;
+                    }
+                    for _ in &cmds {
+                        replies.push(conn.reply().await?);
+                    }
+                } else {
+                    if reused {
+                        expect_positive(conn.command(b"RSET\r\n").await?)?;
+                        reset = true;
+                    }
+                    for (i, cmd) in cmds.iter().enumerate() {
+                        let is_data = cmd.as_slice() == b"DATA\r\n";
+                        let go = match i {
+                            0 => true,
+                            _ if is_data => replies.iter().all(Reply::positive),
+                            _ => replies[0].positive(),
+                        };
+                        if go {
+                            replies.push(conn.command(cmd).await?);
+                        }
+                    }
                 }
+                Ok(())
             }
-        });
+            .await;
+            match exchange {
+                Ok(()) => return Ok((conn, replies)),
+                Err(e) if !reset => {
+                    tracing::debug!(session, downstream = %self.setting.target, error = %e, "pooled connection was closed; opening a new one");
+                    pool::discard_idle(&self.setting);
+                }
+                Err(e) => return Err(self.io_failure(session, "envelope", &e)),
+            }
+        }
     }
 
     /// The whole transaction after the client's final dot: MAIL, every
@@ -171,39 +226,16 @@ impl Downstream {
             size: Some(wire_size(head) + spool.size + spool.size / 64),
             eight_bit,
         };
-        let mut conn = match self.connect(session).await {
-            Ok(c) => c,
+        let envelope_commands = |conn: &Conn| {
+            let mut cmds = vec![mail_command(conn, &envelope.sender, params)];
+            cmds.extend(envelope.recipients.iter().map(|r| rcpt_command(r)));
+            cmds.push(b"DATA\r\n".to_vec());
+            cmds
+        };
+        let (conn, replies) = match self.envelope(session, envelope_commands).await {
+            Ok(x) => x,
             Err(reply) => return JobResult::Failed(reply),
         };
-        let mut batch = mail_command(&conn, &envelope.sender, params);
-        let mut replies = Vec::with_capacity(envelope.recipients.len() + 2);
-        let exchange: io::Result<()> = async {
-            if conn.caps.pipelining {
-                for r in &envelope.recipients {
-                    batch.extend(rcpt_command(r));
-                }
-                batch.extend_from_slice(b"DATA\r\n");
-                conn.send(&batch).await?;
-                for _ in 0..envelope.recipients.len() + 2 {
-                    replies.push(conn.reply().await?);
-                }
-            } else {
-                replies.push(conn.command(&batch).await?);
-                if replies[0].positive() {
-                    for r in &envelope.recipients {
-                        replies.push(conn.command(&rcpt_command(r)).await?);
-                    }
-                    if replies.iter().all(Reply::positive) {
-                        replies.push(conn.command(b"DATA\r\n").await?);
-                    }
-                }
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = exchange {
-            return JobResult::Failed(self.io_failure(session, "envelope", &e));
-        }
         let data_open = replies.len() == envelope.recipients.len() + 2
             && replies.last().is_some_and(|r| r.code == 354);
         if !replies[0].positive() {
@@ -388,6 +420,18 @@ pub enum RcptError {
     /// The connection failed; the reply for the client (the transaction
     /// is dead).
     Broken(String),
+}
+
+/// An error unless `r` is 2xx (a pooled connection's RSET).
+fn expect_positive(r: Reply) -> io::Result<()> {
+    if r.positive() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "RSET refused: {}",
+            r.for_client()
+        )))
+    }
 }
 
 /// `MAIL FROM:<sender>` with SIZE and BODY as the downstream allows.

@@ -1,8 +1,9 @@
 //! Idle downstream connections kept for reuse, per destination setting,
 //! bounded by its `pool=`, and the TLS client configuration of each
 //! setting (built once). A connection is only reused while it is young
-//! and has not served too many transactions; every reuse starts with RSET,
-//! so a connection the downstream has closed is noticed and replaced.
+//! and has not served too many transactions; every reuse starts with RSET
+//! (pipelined with the envelope when possible), so a connection the
+//! downstream has closed is noticed and replaced.
 
 use super::conn::Conn;
 use crate::config::queue::{ForwardSetting, SYSTEM_CA_FILE};
@@ -38,6 +39,15 @@ pub fn checkout(setting: &Arc<ForwardSetting>) -> Option<Conn> {
         }
     }
     None
+}
+
+/// Drops the idle connections of `setting` (one was found dead: the
+/// downstream probably restarted).
+pub fn discard_idle(setting: &Arc<ForwardSetting>) {
+    let mut pools = pools().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(e) = pools.get_mut(setting) {
+        e.idle.clear();
+    }
 }
 
 /// Returns a connection after a completed or reset transaction; it is
@@ -87,4 +97,20 @@ pub fn tls_config(
         .or_default()
         .tls = Some(config.clone());
     Ok(Some(config))
+}
+
+/// Says QUIT on every idle connection (at the end of a `stdio` session and
+/// when the daemon stops), so downstreams see a clean end.
+pub async fn close_idle() {
+    let conns: Vec<Conn> = {
+        let mut pools = pools().lock().unwrap_or_else(|p| p.into_inner());
+        pools
+            .values_mut()
+            .flat_map(|e| std::mem::take(&mut e.idle))
+            .collect()
+    };
+    let quits: Vec<_> = conns.into_iter().map(|c| tokio::spawn(c.quit())).collect();
+    for q in quits {
+        let _ = q.await;
+    }
 }
