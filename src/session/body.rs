@@ -12,6 +12,11 @@ use crate::queue::spool::{SpoolWriter, Spooled};
 use crate::queue::{deliver_spooled, Backend, Envelope, Handoff, JobResult};
 use std::time::Instant;
 
+/// Most bytes of `SMTPRCPTS`: one environment string may not exceed
+/// 128 KiB (the kernel refuses to start the program), so the list holds
+/// the first recipients that fit; `SMTPRCPTCOUNT` has their number.
+const MAX_RCPTS_VAR: usize = 64 * 1024;
+
 /// The reply when the spool cannot take the message.
 const SPOOL_FAILURE: &str = "451 qq write error or disk full (#4.3.0)";
 
@@ -106,10 +111,17 @@ impl Session {
     async fn run_body_hook(&mut self, envelope: &Envelope, spooled: &Spooled) -> Verdict {
         let mut rcpts = Vec::new();
         for r in &envelope.recipients {
+            if rcpts.len() + r.len() + 1 > MAX_RCPTS_VAR {
+                tracing::warn!(session = %self.id, rcpts = envelope.recipients.len(),
+                    "SMTPRCPTS holds only the first recipients (64 KiB)");
+                break;
+            }
             rcpts.extend_from_slice(r);
             rcpts.push(b'\n');
         }
         self.env.set("SMTPRCPTS", &rcpts);
+        self.env
+            .set("SMTPRCPTCOUNT", envelope.recipients.len().to_string());
         self.env.set("SMTPMESSAGESIZE", spooled.size.to_string());
         self.body_file = spooled.path().map(std::path::Path::to_path_buf);
         let verdict = self.run_hook(Hook::Body, None).await;

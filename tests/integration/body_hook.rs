@@ -288,3 +288,31 @@ fn transaction_log_records_the_body_verdict() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn thousands_of_recipients_still_start_the_body_plugin() {
+    let home = TestHome::new();
+    let p = home.plugin(
+        "count",
+        "#!/bin/sh\nprintf '%s %s' \"$SMTPRCPTCOUNT\" \"$(printf '%s' \"$SMTPRCPTS\" | wc -l)\" > count\necho N\n",
+    );
+    home.smtpplugins(&format!("[body]\n{p}\n"));
+    let mut s = home.session(&[]).await;
+    s.greeting().await;
+    s.cmd("MAIL FROM:<a@example.org>").await.code(250);
+    let mut batch = String::new();
+    for i in 0..3000 {
+        batch.push_str(&format!("RCPT TO:<recipient-number-{i:05}@ref.test>\r\n"));
+    }
+    s.send(batch).await;
+    for _ in 0..3000 {
+        s.reply().await.code(250);
+    }
+    s.cmd("DATA").await.code(354);
+    s.body("hi\r\n").await.code(250);
+    let count = fs::read_to_string(home.path.join("count")).unwrap();
+    let (total, listed) = count.split_once(' ').unwrap();
+    assert_eq!(total, "3000");
+    let listed: usize = listed.trim().parse().unwrap();
+    assert!(listed > 1000 && listed < 3000, "{count}");
+}
