@@ -60,17 +60,24 @@ impl Session {
                     Directive::Next => verdict = Some(Verdict::Accept),
                     Directive::SkipChecks => verdict = Some(Verdict::AcceptSkipChecks),
                     Directive::Error(t) => {
-                        self.io.reply(t);
+                        self.io.reply(refusal(hook, &plugin.line, t));
                         verdict = Some(Verdict::Refuse);
                     }
                     Directive::Reject(t) => {
-                        self.io.reply(t);
+                        self.io.reply(refusal(hook, &plugin.line, t));
                         self.note_verdict(hook, "reject");
                         return Verdict::Disconnect;
                     }
                     Directive::Drop => {
                         self.note_verdict(hook, "drop");
                         return Verdict::Disconnect;
+                    }
+                    // After the final dot only the verdict's reply may
+                    // reach the client: a printed `250` line would read as
+                    // acceptance of a message that is not queued.
+                    Directive::Print(_) if hook == Hook::Body => {
+                        tracing::warn!(session = %self.id, plugin = %plugin.line.escape_ascii(),
+                            "P is ignored in [body]");
                     }
                     Directive::Print(t) => self.io.reply(t),
                     Directive::Header(t) => {
@@ -163,4 +170,24 @@ impl Session {
         }
         true
     }
+}
+
+/// The reply of an `E` or `R`: as printed, except in `[body]`, where it
+/// must be a 4xx or 5xx refusal (anything else would tell the client its
+/// message was taken when it was not), else it becomes a 451 failure line.
+fn refusal(hook: Hook, plugin: &[u8], text: Vec<u8>) -> Vec<u8> {
+    let is_refusal = matches!(text.first(), Some(b'4' | b'5'))
+        && text.len() >= 3
+        && text[1..3].iter().all(u8::is_ascii_digit);
+    if hook != Hook::Body || is_refusal {
+        return text;
+    }
+    tracing::warn!(plugin = %plugin.escape_ascii(), reply = %text.escape_ascii(),
+        "[body] refusal without a 4xx or 5xx code");
+    [
+        b"451 qmail-spp failure: ",
+        plugin,
+        b": refusal without a 4xx or 5xx code (#4.3.0)",
+    ]
+    .concat()
 }

@@ -316,3 +316,20 @@ async fn thousands_of_recipients_still_start_the_body_plugin() {
     let listed: usize = listed.trim().parse().unwrap();
     assert!(listed > 1000 && listed < 3000, "{count}");
 }
+
+#[tokio::test]
+async fn a_body_plugin_cannot_make_an_unqueued_message_look_accepted() {
+    let home = TestHome::new();
+    let p = home.plugin(
+        "liar",
+        "#!/bin/sh\nprintf 'P250 ok fake\\nE250 ok queued\\n'\n",
+    );
+    home.smtpplugins(&format!("[body]\n{p}\n"));
+    let mut s = home.session(&[]).await;
+    s.greeting().await;
+    let r = s.mail("a@example.org", &["bob@ref.test"], "hi\r\n").await;
+    r.all(&[&format!(
+        "451 qmail-spp failure: {p}: refusal without a 4xx or 5xx code (#4.3.0)"
+    )]);
+    assert!(home.maildir().is_empty());
+}
