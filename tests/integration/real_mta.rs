@@ -130,7 +130,11 @@ fn smtp_recipient_verification_against_postfix() {
     home.control("rcpthosts", "example.test\n");
     home.control(
         "queue",
-        format!("smtp 127.0.0.1:{} verify-rcpt=yes\n", pf.port),
+        // tls=opportunistic: this Postfix offers no STARTTLS: plaintext.
+        format!(
+            "smtp 127.0.0.1:{} verify-rcpt=yes tls=opportunistic\n",
+            pf.port
+        ),
     );
     let server = Server::daemon(&home, &[]);
     let lines = session(
@@ -189,6 +193,23 @@ fn smtp_starttls_to_postfix_verifies_its_certificate() {
     // Postfix says ESMTPS in its Received: line when the session used TLS.
     assert!(text.contains("with ESMTPS"), "{text}");
     drop(server);
+    // Opportunistic TLS uses STARTTLS when offered (verify=no: encrypted,
+    // certificate not checked).
+    home.control(
+        "queue",
+        format!("smtp 127.0.0.1:{} tls=opportunistic verify=no\n", pf.port),
+    );
+    let server = Server::daemon(&home, &[]);
+    let lines = session(server.port, "a@sender.test", &["bob@example.test"]);
+    assert!(
+        lines.iter().any(|l| l.starts_with("DATA 250 ok")),
+        "{lines:?}"
+    );
+    let got = pf.wait_messages("bob", 2, DELIVERY);
+    assert!(got
+        .iter()
+        .all(|m| String::from_utf8_lossy(m).contains("with ESMTPS")));
+    drop(server);
     // The system's CA bundle does not know the test certificate: 451, and
     // nothing is sent in the clear.
     home.control(
@@ -207,7 +228,7 @@ fn smtp_starttls_to_postfix_verifies_its_certificate() {
         "{lines:?}"
     );
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(pf.messages("bob").len(), 1);
+    assert_eq!(pf.messages("bob").len(), 2);
 }
 
 #[test]
