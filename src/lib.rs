@@ -6,11 +6,13 @@
 //!   Received: line, replies). No I/O.
 //! - [`config`]: qmail control files and `smtpplugins` → an immutable
 //!   [`config::Config`] snapshot; `check` diagnostics with file:line.
-//! - [`plugin`]: running one plugin (spawn, environment, timeout, output
-//!   limits) and parsing its directives.
+//! - [`plugin`]: running one plugin (environment, timeout, output limits,
+//!   the message on stdin for `[body]`) and parsing its directives.
 //! - [`session`]: the SMTP state machine, generic over the byte stream; it
 //!   runs hooks and hands accepted mail to the queue.
-//! - [`queue`]: the qmail-queue program interface and the embedded Maildir.
+//! - [`queue`]: the backends — qmail-queue program, embedded Maildir,
+//!   sendmail program, downstream SMTP/LMTP (`forward`) — and the spool
+//!   that holds a message for `[body]` plugins and downstreams.
 //! - [`child`]: the one place that starts programs (plugins, queue
 //!   program, sendmail).
 //! - [`net`]: the transports — `stdio` (tcpserver/inetd) and the `serve`
