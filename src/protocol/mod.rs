@@ -32,6 +32,16 @@ mod robustness {
             assert!(n <= input.len());
             assert_eq!(d.size, out.len() as u64);
             let _ = crate::plugin::directive::Directive::parse(&input);
+            if let Some((code, _, text)) = reply::parse_line(&input) {
+                assert!((100..1000).contains(&code));
+                assert!(text.len() + 3 <= input.len());
+            }
+            let mut enc = encode::DataEncoder::default();
+            let mut wire = Vec::new();
+            enc.feed(&input, &mut wire);
+            enc.end(&mut wire);
+            assert!(wire == b".\r\n" || wire.ends_with(b"\r\n.\r\n"));
+            assert!(wire.windows(2).all(|w| (w[0] == b'\r') == (w[1] == b'\n')));
             let _ = crate::config::plugins::PluginTable::parse(
                 &input,
                 std::path::Path::new("/nonexistent"),

@@ -24,6 +24,24 @@ impl Reply {
     }
 }
 
+/// Parses one reply line of a server (a downstream MTA): the code, whether
+/// more lines follow (`NNN-`), and the text. `None` when the line is not a
+/// reply (no three-digit code, a code starting with 0, a bad separator).
+pub fn parse_line(line: &[u8]) -> Option<(u16, bool, &[u8])> {
+    let code = line.get(..3)?;
+    if !code.iter().all(u8::is_ascii_digit) || code[0] == b'0' {
+        return None;
+    }
+    let code =
+        (code[0] - b'0') as u16 * 100 + (code[1] - b'0') as u16 * 10 + (code[2] - b'0') as u16;
+    match line.get(3) {
+        None => Some((code, false, b"")),
+        Some(b' ') => Some((code, false, &line[4..])),
+        Some(b'-') => Some((code, true, &line[4..])),
+        Some(_) => None,
+    }
+}
+
 /// Fixed reply texts shared by several places (qmail-compatible wording).
 pub mod text {
     /// Control files could not be read; sent before closing.
@@ -67,6 +85,20 @@ pub mod text {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reply_lines() {
+        assert_eq!(parse_line(b"250 ok"), Some((250, false, &b"ok"[..])));
+        assert_eq!(
+            parse_line(b"250-PIPELINING"),
+            Some((250, true, &b"PIPELINING"[..]))
+        );
+        assert_eq!(parse_line(b"354"), Some((354, false, &b""[..])));
+        assert_eq!(parse_line(b"25"), None);
+        assert_eq!(parse_line(b"abc ok"), None);
+        assert_eq!(parse_line(b"250xok"), None);
+        assert_eq!(parse_line(b"050 x"), None);
+    }
 
     #[test]
     fn code_is_read_from_the_first_three_digits() {

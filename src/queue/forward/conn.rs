@@ -77,22 +77,6 @@ impl Reply {
     }
 }
 
-/// Parses one reply line: code, whether more lines follow, the text.
-pub fn parse_reply_line(line: &[u8]) -> Option<(u16, bool, &[u8])> {
-    let code = line.get(..3)?;
-    if !code.iter().all(u8::is_ascii_digit) || code[0] == b'0' {
-        return None;
-    }
-    let code =
-        (code[0] - b'0') as u16 * 100 + (code[1] - b'0') as u16 * 10 + (code[2] - b'0') as u16;
-    match line.get(3) {
-        None => Some((code, false, b"")),
-        Some(b' ') => Some((code, false, &line[4..])),
-        Some(b'-') => Some((code, true, &line[4..])),
-        Some(_) => None,
-    }
-}
-
 /// What the downstream offered in its EHLO/LHLO reply.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Caps {
@@ -338,7 +322,7 @@ async fn read_reply(r: &mut (impl tokio::io::AsyncBufRead + Unpin)) -> io::Resul
         if line.ends_with(b"\r") {
             line.pop();
         }
-        let Some((c, more, text)) = parse_reply_line(&line) else {
+        let Some((c, more, text)) = crate::protocol::reply::parse_line(&line) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("not a reply: {:?}", line.escape_ascii().to_string()),
@@ -378,20 +362,6 @@ async fn bounded<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reply_lines() {
-        assert_eq!(parse_reply_line(b"250 ok"), Some((250, false, &b"ok"[..])));
-        assert_eq!(
-            parse_reply_line(b"250-PIPELINING"),
-            Some((250, true, &b"PIPELINING"[..]))
-        );
-        assert_eq!(parse_reply_line(b"354"), Some((354, false, &b""[..])));
-        assert_eq!(parse_reply_line(b"25"), None);
-        assert_eq!(parse_reply_line(b"abc ok"), None);
-        assert_eq!(parse_reply_line(b"250xok"), None);
-        assert_eq!(parse_reply_line(b"050 x"), None);
-    }
 
     #[tokio::test]
     async fn multi_line_replies_and_limits() {
