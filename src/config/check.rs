@@ -79,7 +79,12 @@ pub fn check(home: &Path, sppconffile: Option<&Path>) -> Vec<ConfigError> {
     if let Some(b) = read("queue", &mut problems) {
         match QueueSetting::parse(&first_line(&b)) {
             Err(m) => problems.push(ConfigError::at(&c.join("queue"), Some(1), m)),
-            Ok(setting) => check_queue(home, &c.join("queue"), &setting, &mut problems),
+            Ok(setting) => check_queue(
+                home,
+                &c.join("queue"),
+                &setting.with_home(home),
+                &mut problems,
+            ),
         }
     }
     if let Some(b) = read("spooldir", &mut problems) {

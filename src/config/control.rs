@@ -192,7 +192,8 @@ impl Control {
             None => None,
             Some(line) => Some(
                 QueueSetting::parse(&line)
-                    .map_err(|m| ConfigError::at(&c.join("queue"), Some(1), m))?,
+                    .map_err(|m| ConfigError::at(&c.join("queue"), Some(1), m))?
+                    .with_home(home),
             ),
         };
         let spooldir = match single("spooldir")? {

@@ -128,6 +128,21 @@ impl QueueSetting {
     }
 }
 
+impl QueueSetting {
+    /// Paths in the options made absolute against `home` (a relative
+    /// `cafile=` is relative to the home, like every other path).
+    pub fn with_home(self, home: &std::path::Path) -> QueueSetting {
+        match self {
+            QueueSetting::Forward(f) if f.ca_file.as_ref().is_some_and(|c| c.is_relative()) => {
+                let mut f = (*f).clone();
+                f.ca_file = f.ca_file.map(|c| home.join(c));
+                QueueSetting::Forward(std::sync::Arc::new(f))
+            }
+            other => other,
+        }
+    }
+}
+
 impl ForwardSetting {
     /// Parses the words after `smtp` or `lmtp`.
     fn parse(lmtp: bool, args: &[&str]) -> Result<ForwardSetting, String> {

@@ -96,6 +96,37 @@ pub fn host_of(addr: &[u8]) -> Option<&[u8]> {
         .map(|i| &addr[i + 1..])
 }
 
+/// Whether `addr` has the plain `local@domain` form (or a bare local
+/// part) that another MTA reads exactly as we do. qmail's parser accepts
+/// more (`a,b@x`, `a%b@x`, `"a@b"@x`, several `@`), and our rcpthosts check
+/// looks only after the last `@`, but Postfix's and Exim's sendmail split
+/// an argument at commas and their SMTP servers route `%`, `!` and inner
+/// `@` forms elsewhere: such an address handed downstream could be relayed
+/// to a domain rcpthosts never allowed. Bytes of 128 and above (UTF-8) are
+/// allowed.
+pub fn is_plain_form(addr: &[u8]) -> bool {
+    let (local, domain) = match addr.iter().position(|&b| b == b'@') {
+        Some(i) => (&addr[..i], Some(&addr[i + 1..])),
+        None => (addr, None),
+    };
+    let local_ok = !local.is_empty()
+        && local
+            .iter()
+            .all(|&b| b >= 0x80 || (b.is_ascii_graphic() && !b"@,\"\\()<>;:%![]".contains(&b)));
+    let domain_ok = match domain {
+        None => true,
+        Some(d) if d.starts_with(b"[") && d.ends_with(b"]") => d[1..d.len() - 1]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b".:".contains(&b)),
+        Some(d) => {
+            !d.is_empty()
+                && d.iter()
+                    .all(|&b| b >= 0x80 || b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        }
+    };
+    local_ok && domain_ok
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +192,37 @@ mod tests {
     fn host_is_after_last_at() {
         assert_eq!(host_of(b"a@b@c"), Some(&b"c"[..]));
         assert_eq!(host_of(b"ab"), None);
+    }
+
+    #[test]
+    fn plain_forms() {
+        for ok in [
+            &b"bob@example.test"[..],
+            b"b.o-b+tag@sub.example.test",
+            b"postmaster",
+            b"x@[127.0.0.1]",
+            b"x@[IPv6:::1]",
+            "jos\u{e9}@example.test".as_bytes(),
+        ] {
+            assert!(is_plain_form(ok), "{}", ok.escape_ascii());
+        }
+        for bad in [
+            &b""[..],
+            b"@example.test",
+            b"evil@remote.test,x@local.test",
+            b"evil%remote.test@local.test",
+            b"remote.test!evil@local.test",
+            b"evil@remote.test@local.test",
+            b"\"evil@remote.test\"@local.test",
+            b"a b@local.test",
+            b"a\tb@local.test",
+            b"a@local test",
+            b"a@",
+            b"a@local.test,b",
+            b"(c)a@local.test",
+            b"a;b@local.test",
+        ] {
+            assert!(!is_plain_form(bad), "{}", bad.escape_ascii());
+        }
     }
 }

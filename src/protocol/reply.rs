@@ -76,6 +76,14 @@ pub mod text {
     pub const LOOPING: &str = "554 too many hops, this message is looping (#5.4.6)";
     /// The queue could not be started.
     pub const QQT_FAILURE: &str = "451 qqt failure (#4.3.0)";
+    /// An address another MTA could read differently (comma lists, `%`,
+    /// `!`, quoted or several `@`), refused when the queue hands addresses
+    /// to one (sendmail, smtp, lmtp).
+    pub const ADDRESS_FORM: &str = "553 sorry, that address form is not accepted here (#5.1.3)";
+    /// RCPT-time verification: a recipient accepted earlier in the
+    /// transaction was refused when passed again on a new connection.
+    pub const DOWNSTREAM_CHANGED: &str =
+        "451 mail server changed its answer for an earlier recipient, try again later (#4.4.2)";
     /// Unknown or unsupported verbs.
     pub const UNIMPLEMENTED: &str = "502 unimplemented (#5.5.1)";
     /// DATA accepted, send the message.

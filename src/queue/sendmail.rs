@@ -5,6 +5,8 @@
 //! permanent `554`.
 
 use super::{Envelope, Handoff, JobResult};
+#[cfg(test)]
+use crate::session::env::SessionEnv;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
@@ -80,11 +82,32 @@ pub async fn deliver(program: &Path, h: &Handoff<'_>) -> JobResult {
         stdin.shutdown().await
     })
     .await;
+    if !matches!(written, Ok(Ok(()))) {
+        // The program did not get the whole message. Closing its stdin now
+        // would let it queue the part it has (`-i`): unless it already
+        // exited refusing, it is killed first.
+        let refused = match child.try_wait() {
+            Ok(Some(status)) if status.code().is_some_and(|c| c != 0) => Some(status),
+            _ => None,
+        };
+        if refused.is_none() {
+            crate::child::kill_group(&mut child);
+            let _ = child.wait().await;
+            drop(stdin);
+            let why = match written {
+                Err(_) => "stalled",
+                Ok(Err(_)) => "could not be given the message",
+                Ok(Ok(())) => "failed",
+            };
+            tracing::error!(session, program = %program.display(), "sendmail {why}; killed");
+            return JobResult::Failed(match written {
+                Err(_) => "451 sendmail timed out (#4.3.0)".into(),
+                _ => "451 sendmail failed (#4.3.0)".into(),
+            });
+        }
+    }
     drop(stdin);
-    let status = match written {
-        Err(_) => None,
-        Ok(_) => tokio::time::timeout(limit, child.wait()).await.ok(),
-    };
+    let status = tokio::time::timeout(limit, child.wait()).await.ok();
     let status = match status {
         Some(Ok(s)) => s,
         Some(Err(e)) => {
@@ -162,5 +185,50 @@ mod tests {
             recipients: vec![b"b@y".to_vec()],
         };
         assert_eq!(arguments(&e), ["-i", "-f", "a@x", "--", "b@y"]);
+    }
+
+    #[tokio::test]
+    async fn a_message_that_cannot_be_read_whole_is_not_handed_over() {
+        use crate::queue::spool::SpoolWriter;
+        let dir = std::env::temp_dir().join(format!("spp-sendmail-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let program = dir.join("sendmail");
+        std::fs::write(&program, "#!/bin/sh\ncat > got\nexit 0\n").unwrap();
+        std::fs::set_permissions(
+            &program,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let mut w = SpoolWriter::on_file(&dir.join("spool")).await.unwrap();
+        w.write(&vec![b'x'; 300_000]).await;
+        let spooled = w.finish().await.unwrap();
+        // The spool file loses its content: reading it back fails.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(spooled.path().unwrap())
+            .unwrap()
+            .set_len(1000)
+            .unwrap();
+        let envelope = Envelope {
+            sender: b"a@x".to_vec(),
+            recipients: vec![b"b@y".to_vec()],
+        };
+        let env = SessionEnv::default();
+        let h = Handoff {
+            env: &env,
+            home: &dir,
+            envelope: &envelope,
+            head: b"Received: x\n",
+            spooled: &spooled,
+            limit: Duration::from_secs(10),
+            session: "t",
+        };
+        assert_eq!(
+            deliver(&program, &h).await,
+            JobResult::Failed("451 sendmail failed (#4.3.0)".into())
+        );
+        drop(spooled);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

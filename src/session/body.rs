@@ -68,8 +68,14 @@ impl Session {
                     .await;
             }
         };
+        // Headers added by the [body] plugins go on top of the message.
+        let mut added = Vec::new();
         if body_hooks {
-            match self.run_body_hook(&envelope, &spooled).await {
+            let verdict = self.run_body_hook(&envelope, &spooled).await;
+            // `H` lines of [body] plugins belong to this message only:
+            // taken now, whatever the verdict, so none reaches the next.
+            added = std::mem::take(&mut self.spp.headers);
+            match verdict {
                 Verdict::Accept | Verdict::AcceptSkipChecks => {}
                 Verdict::Refuse => {
                     self.end_transaction();
@@ -93,8 +99,6 @@ impl Session {
                 }
             }
         }
-        // Headers added by the [body] plugins go on top of the message.
-        let added = std::mem::take(&mut self.spp.headers);
         let reply = match self
             .hand_over(&backend, &envelope, eight_bit, &added, &spooled)
             .await

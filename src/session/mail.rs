@@ -43,6 +43,9 @@ impl Session {
             Verdict::Accept => self.bad_sender = self.cfg.control.is_bad_sender(&addr),
             Verdict::AcceptSkipChecks => {}
         }
+        if !addr.is_empty() && !self.address_form_ok(&addr) {
+            return self.simple(text::ADDRESS_FORM);
+        }
         self.end_transaction();
         self.tx = Some(Transaction {
             sender: addr,

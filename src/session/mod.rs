@@ -427,6 +427,21 @@ impl Session {
         crate::queue::forward::Downstream::new(setting, me, control.timeout)
     }
 
+    /// Whether `addr` may be accepted: always with the Maildir and
+    /// qmail-queue backends (qmail's rules); when `control/queue` hands the
+    /// envelope to another MTA (sendmail, smtp, lmtp), only the plain form
+    /// it reads exactly as we do, so no address can be relayed past
+    /// rcpthosts.
+    pub(crate) fn address_form_ok(&self, addr: &[u8]) -> bool {
+        use crate::config::queue::QueueSetting;
+        match &self.cfg.control.queue {
+            Some(QueueSetting::Sendmail(_) | QueueSetting::Forward(_)) => {
+                crate::protocol::address::is_plain_form(addr)
+            }
+            _ => true,
+        }
+    }
+
     /// Ends the downstream transaction, if one is open (RSET, a new MAIL
     /// or HELO, STARTTLS, the end of the session).
     pub(crate) fn end_transaction(&mut self) {

@@ -64,6 +64,10 @@ impl Session {
             Verdict::Disconnect => return Flow::Close(0),
             Verdict::Accept | Verdict::AcceptSkipChecks => {}
         }
+        if !self.address_form_ok(&addr) {
+            self.io.reply(text::ADDRESS_FORM);
+            return Flow::Continue;
+        }
         if let Some(suffix) = &self.client.relay_client {
             addr.extend_from_slice(suffix);
         } else if verdict != Verdict::AcceptSkipChecks && !allowed {
@@ -113,11 +117,16 @@ impl Session {
             // After a broken connection, the recipients accepted so far
             // are passed again on the new one.
             for r in &earlier {
-                if let Err(RcptError::Refused(reply) | RcptError::Broken(reply)) =
-                    t.rcpt(&self.id, r).await
-                {
-                    t.abandon();
-                    return Some(reply);
+                match t.rcpt(&self.id, r).await {
+                    Ok(()) => {}
+                    // An earlier recipient now refused: this one cannot be
+                    // verified; DATA will hand the message over afresh.
+                    Err(RcptError::Refused(_)) => {
+                        t.abandon();
+                        return Some(text::DOWNSTREAM_CHANGED.into());
+                    }
+                    // A connection with a reply unread is never reused.
+                    Err(RcptError::Broken(reply)) => return Some(reply),
                 }
             }
             self.downstream = Some(Box::new(t));

@@ -333,3 +333,23 @@ async fn a_body_plugin_cannot_make_an_unqueued_message_look_accepted() {
     )]);
     assert!(home.maildir().is_empty());
 }
+
+#[tokio::test]
+async fn headers_of_a_refused_message_do_not_reach_the_next_one() {
+    let home = TestHome::new();
+    let p = home.plugin(
+        "leak",
+        "#!/bin/sh\necho HX-Scanned: 1\ngrep -q bad && echo 'E554 no'\nexit 0\n",
+    );
+    home.smtpplugins(&format!("[body]\n{p}\n"));
+    let mut s = home.session(&[]).await;
+    s.greeting().await;
+    s.mail("a@example.org", &["bob@ref.test"], "bad\r\n")
+        .await
+        .text("554 no");
+    s.mail("a@example.org", &["bob@ref.test"], "good\r\n")
+        .await
+        .code(250);
+    let stored = String::from_utf8_lossy(&home.maildir()[0]).into_owned();
+    assert_eq!(stored.matches("X-Scanned: 1").count(), 1, "{stored}");
+}

@@ -402,3 +402,57 @@ async fn a_pooled_connection_closed_by_a_restarted_downstream_is_replaced() {
         "the message went on a new connection"
     );
 }
+
+#[tokio::test]
+async fn addresses_another_mta_would_route_elsewhere_are_refused() {
+    let (home, mta) = forwarding_home("{}", |p| format!("smtp 127.0.0.1:{p}"));
+    home.write("bin/sendmail", FAKE_SENDMAIL);
+    std::fs::set_permissions(
+        home.path.join("bin/sendmail"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let form = "553 sorry, that address form is not accepted here (#5.1.3)";
+    for queue in [
+        format!("smtp 127.0.0.1:{}", mta.port),
+        "sendmail bin/sendmail".to_string(),
+    ] {
+        home.control("queue", format!("{queue}\n"));
+        let mut s = home.session(&[]).await;
+        s.greeting().await;
+        s.cmd("MAIL FROM:<a,b@example.org>").await.text(form);
+        s.cmd("MAIL FROM:<a@example.org>").await.code(250);
+        for rcpt in [
+            "<evil@remote.test,bob@ref.test>",
+            "<evil%remote.test@ref.test>",
+            "<remote.test!evil@ref.test>",
+            "<\"evil@remote.test\"@ref.test>",
+        ] {
+            s.cmd(&format!("RCPT TO:{rcpt}")).await.text(form);
+        }
+        s.cmd("RCPT TO:<bob@ref.test>").await.code(250);
+        s.cmd("QUIT").await.code(221);
+    }
+    assert!(mta.conn(1).is_empty() || !mta.conn(1).contains("remote.test"));
+    // With the Maildir (qmail's rules), the same address is taken as qmail
+    // takes it: its domain is the part after the last @.
+    home.remove_control("queue");
+    let mut s = home.session(&[]).await;
+    s.greeting().await;
+    s.cmd("MAIL FROM:<a@example.org>").await.code(250);
+    s.cmd("RCPT TO:<evil%remote.test@ref.test>").await.code(250);
+}
+
+#[tokio::test]
+async fn a_permanent_refusal_at_connect_is_temporary_for_the_client() {
+    let (home, _mta) = forwarding_home(r#"{"greeting": "554 5.3.2 not accepting mail"}"#, |p| {
+        format!("lmtp 127.0.0.1:{p}")
+    });
+    let mut s = home.session(&[]).await;
+    s.greeting().await;
+    s.cmd("MAIL FROM:<a@example.org>").await.code(250);
+    // verify-rcpt (the lmtp default) asks at RCPT.
+    s.cmd("RCPT TO:<bob@ref.test>")
+        .await
+        .text("451 4.3.2 not accepting mail");
+}

@@ -174,12 +174,13 @@ fn smtp_starttls_to_postfix_verifies_its_certificate() {
         return;
     };
     home.control("rcpthosts", "example.test\n");
+    // A relative cafile= is relative to the home.
+    std::fs::copy(pf.ca_file(), home.dir().join("control/downstream-ca.pem")).unwrap();
     home.control(
         "queue",
         format!(
-            "smtp 127.0.0.1:{} tls=required cafile={} tls-name=mx.example.test\n",
-            pf.port,
-            pf.ca_file().display()
+            "smtp 127.0.0.1:{} tls=required cafile=control/downstream-ca.pem tls-name=mx.example.test\n",
+            pf.port
         ),
     );
     let server = Server::daemon(&home, &[]);

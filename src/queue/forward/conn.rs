@@ -55,6 +55,17 @@ impl Reply {
         format!("{code} {}", self.text())
     }
 
+    /// The reply made temporary for the client: `451` and the text, with a
+    /// leading enhanced status code's class changed to 4 so the two agree.
+    pub fn as_temporary(&self) -> String {
+        let mut text = self.text();
+        let b = text.as_bytes();
+        if b.len() > 4 && b[0] == b'5' && b[1] == b'.' && b[2].is_ascii_digit() {
+            text.replace_range(0..1, "4");
+        }
+        format!("451 {text}")
+    }
+
     /// The text, sanitised to one bounded printable line.
     pub fn text(&self) -> String {
         let mut text = String::new();
@@ -400,6 +411,11 @@ mod tests {
             lines: vec![b"go".to_vec()],
         };
         assert_eq!(odd.for_client(), "451 go");
+        let gone = Reply {
+            code: 554,
+            lines: vec![b"5.3.2 go away".to_vec()],
+        };
+        assert_eq!(gone.as_temporary(), "451 4.3.2 go away");
         let long = Reply {
             code: 452,
             lines: vec![vec![b'y'; 5000]],

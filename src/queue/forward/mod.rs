@@ -103,7 +103,9 @@ impl Downstream {
         tracing::warn!(session, downstream = %self.setting.target, stage, error = %e, "downstream failure");
         match e {
             ConnError::Io(io) => io_reply(io, true).to_string(),
-            ConnError::Refused(r) => r.for_client(),
+            // A refusal at connect (greeting, EHLO) says nothing about this
+            // message: temporary, with the downstream's text.
+            ConnError::Refused(r) => r.as_temporary(),
             ConnError::Tls(_) => TLS_FAILED.to_string(),
         }
     }
@@ -261,7 +263,9 @@ impl Downstream {
         if !data_open {
             let last = replies.last().expect("DATA was sent");
             tracing::info!(session, downstream = %self.setting.target, reply = %last.for_client(), "downstream refused DATA");
-            self.end_refused(conn, false);
+            // Anything but a refusal (a 2xx or 3xx other than 354) leaves
+            // the downstream in an unknown state: the connection is closed.
+            self.end_refused(conn, !(400..600).contains(&last.code));
             return JobResult::Failed(last.for_client());
         }
         let rcpts: Vec<&[u8]> = envelope.recipients.iter().map(Vec::as_slice).collect();
@@ -269,9 +273,10 @@ impl Downstream {
     }
 
     /// After a refusal: back to the pool, or closed when DATA was already
-    /// accepted (closing without the final dot abandons the message).
-    fn end_refused(&self, conn: Conn, data_open: bool) {
-        if data_open {
+    /// accepted or the state is unknown (closing without the final dot
+    /// abandons the message).
+    fn end_refused(&self, conn: Conn, close: bool) {
+        if close {
             drop(conn);
         } else {
             self.reuse(conn);
@@ -391,7 +396,8 @@ impl Transaction {
         };
         if r.code != 354 {
             tracing::info!(session, downstream = %self.downstream.setting.target, reply = %r.for_client(), "downstream refused DATA");
-            self.downstream.reuse(self.conn);
+            self.downstream
+                .end_refused(self.conn, !(400..600).contains(&r.code));
             return JobResult::Failed(r.for_client());
         }
         let rcpts: Vec<&[u8]> = self.accepted.iter().map(Vec::as_slice).collect();
