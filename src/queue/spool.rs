@@ -129,7 +129,15 @@ pub fn sweep(dir: &Path) -> usize {
             continue;
         }
         let path = entry.path();
-        let Ok(file) = std::fs::OpenOptions::new().read(true).open(&path) else {
+        // Only regular files: a FIFO or device would block the open.
+        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(&path)
+        else {
             continue;
         };
         if matches!(lock(&file, true), Ok(true)) && std::fs::remove_file(&path).is_ok() {
@@ -154,6 +162,8 @@ pub struct SpoolWriter {
     error: Option<io::Error>,
     /// Bytes written so far.
     size: u64,
+    /// Lines (LF bytes) written so far.
+    lines: u64,
 }
 
 impl SpoolWriter {
@@ -165,6 +175,7 @@ impl SpoolWriter {
             file: None,
             error: None,
             size: 0,
+            lines: 0,
         }
     }
 
@@ -186,6 +197,7 @@ impl SpoolWriter {
             return;
         }
         self.size += data.len() as u64;
+        self.lines += data.iter().filter(|&&b| b == b'\n').count() as u64;
         self.pending.extend_from_slice(data);
         if self.pending.len() >= SPILL_AT {
             self.spill().await;
@@ -224,6 +236,7 @@ impl SpoolWriter {
             memory: self.pending,
             file: self.file,
             size: self.size,
+            lines: self.lines,
         })
     }
 }
@@ -237,6 +250,9 @@ pub struct Spooled {
     file: Option<SpoolFile>,
     /// Its size in bytes (LF line ends).
     pub size: u64,
+    /// Its number of lines: on the wire, with CRLF, it is `size + lines`
+    /// bytes before dot-stuffing.
+    pub lines: u64,
 }
 
 impl Spooled {

@@ -157,7 +157,7 @@ impl Session {
             return deliver_spooled(backend, &handoff).await;
         };
         if let Some(t) = self.downstream.take() {
-            return t.data(&self.id, added, spooled).await;
+            return t.data(&self.id, envelope, eight_bit, added, spooled).await;
         }
         self.downstream_for(setting.clone())
             .deliver(&self.id, envelope, eight_bit, added, spooled)

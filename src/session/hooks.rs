@@ -176,18 +176,21 @@ impl Session {
 /// must be a 4xx or 5xx refusal (anything else would tell the client its
 /// message was taken when it was not), else it becomes a 451 failure line.
 fn refusal(hook: Hook, plugin: &[u8], text: Vec<u8>) -> Vec<u8> {
+    // A code, then the end or a space: `451-...` would be a continuation
+    // line the client waits after.
     let is_refusal = matches!(text.first(), Some(b'4' | b'5'))
         && text.len() >= 3
-        && text[1..3].iter().all(u8::is_ascii_digit);
+        && text[1..3].iter().all(u8::is_ascii_digit)
+        && matches!(text.get(3), None | Some(b' '));
     if hook != Hook::Body || is_refusal {
         return text;
     }
     tracing::warn!(plugin = %plugin.escape_ascii(), reply = %text.escape_ascii(),
-        "[body] refusal without a 4xx or 5xx code");
+        "[body] refusal is not a 4xx or 5xx reply line");
     [
         b"451 qmail-spp failure: ",
         plugin,
-        b": refusal without a 4xx or 5xx code (#4.3.0)",
+        b": refusal is not a 4xx or 5xx reply line (#4.3.0)",
     ]
     .concat()
 }

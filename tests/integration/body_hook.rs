@@ -329,7 +329,7 @@ async fn a_body_plugin_cannot_make_an_unqueued_message_look_accepted() {
     s.greeting().await;
     let r = s.mail("a@example.org", &["bob@ref.test"], "hi\r\n").await;
     r.all(&[&format!(
-        "451 qmail-spp failure: {p}: refusal without a 4xx or 5xx code (#4.3.0)"
+        "451 qmail-spp failure: {p}: refusal is not a 4xx or 5xx reply line (#4.3.0)"
     )]);
     assert!(home.maildir().is_empty());
 }
@@ -352,4 +352,18 @@ async fn headers_of_a_refused_message_do_not_reach_the_next_one() {
         .code(250);
     let stored = String::from_utf8_lossy(&home.maildir()[0]).into_owned();
     assert_eq!(stored.matches("X-Scanned: 1").count(), 1, "{stored}");
+}
+
+#[tokio::test]
+async fn a_continuation_line_is_not_a_body_refusal() {
+    let home = TestHome::new();
+    let p = home.plugin("cont", "#!/bin/sh\nprintf 'E451-wait for it\\n'\n");
+    home.smtpplugins(&format!("[body]\n{p}\n"));
+    let mut s = home.session(&[]).await;
+    s.greeting().await;
+    s.mail("a@example.org", &["bob@ref.test"], "hi\r\n")
+        .await
+        .all(&[&format!(
+            "451 qmail-spp failure: {p}: refusal is not a 4xx or 5xx reply line (#4.3.0)"
+        )]);
 }

@@ -456,3 +456,33 @@ async fn a_permanent_refusal_at_connect_is_temporary_for_the_client() {
         .await
         .text("451 4.3.2 not accepting mail");
 }
+
+#[tokio::test]
+async fn a_verified_transaction_closed_by_the_downstream_is_handed_over_afresh() {
+    let (home, mta) = forwarding_home(r#"{"idle_close": 1}"#, |p| {
+        format!("smtp 127.0.0.1:{p} verify-rcpt=yes")
+    });
+    let mut s = home.session(&[]).await;
+    s.greeting().await;
+    s.cmd("MAIL FROM:<a@example.org>").await.code(250);
+    s.cmd("RCPT TO:<bob@ref.test>").await.code(250);
+    // The client is slow: the downstream gives up on the transaction.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.cmd("DATA").await.code(354);
+    s.body("late\r\n").await.code(250);
+    assert_eq!(mta.messages().len(), 1);
+    assert_eq!(mta.connections(), 2);
+}
+
+#[tokio::test]
+async fn many_recipients_are_pipelined_in_groups() {
+    let (home, mta) = forwarding_home("{}", |p| format!("smtp 127.0.0.1:{p}"));
+    let rcpts: Vec<String> = (0..250).map(|i| format!("r{i}@ref.test")).collect();
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    let mut s = home.session(&[]).await;
+    s.greeting().await;
+    s.mail("a@example.org", &rcpts, "many\r\n").await.code(250);
+    let wire = mta.conn(1);
+    assert_eq!(wire.matches("RCPT TO:<").count(), 250);
+    assert_eq!(mta.messages().len(), 1);
+}

@@ -36,6 +36,8 @@ const TIMED_OUT: &str = "451 connection to mail server timed out (#4.4.1)";
 const LOST: &str = "451 communication with mail server failed (#4.4.2)";
 /// Client reply when the required TLS could not be set up.
 const TLS_FAILED: &str = "451 secure connection to mail server failed (#4.7.5)";
+/// Commands sent in one pipelined write before their replies are read.
+const PIPELINE_GROUP: usize = 100;
 /// Bytes of message put on the wire per write.
 const WRITE_CHUNK: usize = 64 * 1024;
 
@@ -62,7 +64,11 @@ pub struct Downstream {
 impl Downstream {
     /// The setting, with `fallback` as timeout unless it sets one.
     pub fn new(setting: Arc<ForwardSetting>, me: &[u8], fallback: Duration) -> Downstream {
+        // The first word (the greeting may carry more text), printable.
         let me = String::from_utf8_lossy(me)
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
             .chars()
             .filter(|c| c.is_ascii_graphic())
             .collect::<String>();
@@ -169,19 +175,24 @@ impl Downstream {
             let mut reset = !reused;
             let exchange: io::Result<()> = async {
                 if conn.caps.pipelining {
-                    let mut batch = if reused {
-                        b"RSET\r\n".to_vec()
-                    } else {
-                        Vec::new()
-                    };
-                    batch.extend(cmds.iter().flatten());
-                    conn.send(&batch).await?;
-                    if reused {
-                        expect_positive(conn.reply().await?)?;
-                        reset = true;
-                    }
-                    for _ in &cmds {
-                        replies.push(conn.reply().await?);
+                    // In groups: a server answering thousands of RCPTs
+                    // while we still write could otherwise block both.
+                    for (i, group) in cmds.chunks(PIPELINE_GROUP).enumerate() {
+                        let rset = i == 0 && reused;
+                        let mut batch = if rset {
+                            b"RSET\r\n".to_vec()
+                        } else {
+                            Vec::new()
+                        };
+                        batch.extend(group.iter().flatten());
+                        conn.send(&batch).await?;
+                        if rset {
+                            expect_positive(conn.reply().await?)?;
+                            reset = true;
+                        }
+                        for _ in group {
+                            replies.push(conn.reply().await?);
+                        }
                     }
                 } else {
                     if reused {
@@ -225,7 +236,7 @@ impl Downstream {
         spool: &Spooled,
     ) -> JobResult {
         let params = MailParams {
-            size: Some(wire_size(head) + spool.size + spool.size / 64),
+            size: Some(wire_size(head) + spool.size + spool.lines),
             eight_bit,
         };
         let envelope_commands = |conn: &Conn| {
@@ -389,10 +400,32 @@ impl Transaction {
     }
 
     /// DATA and the message, after the client's final dot.
-    pub async fn data(mut self, session: &str, head: &[u8], spool: &Spooled) -> JobResult {
+    /// If the downstream closed the transaction meanwhile (it timed out
+    /// while the client sent the message or `[body]` plugins ran: an I/O
+    /// error or a 421 at DATA), the message is handed over afresh on
+    /// another connection with `envelope`; nothing was sent yet.
+    pub async fn data(
+        mut self,
+        session: &str,
+        envelope: &Envelope,
+        eight_bit: bool,
+        head: &[u8],
+        spool: &Spooled,
+    ) -> JobResult {
         let r = match self.conn.command(b"DATA\r\n").await {
-            Ok(r) => r,
-            Err(e) => return JobResult::Failed(self.downstream.io_failure(session, "DATA", &e)),
+            Ok(r) if r.code != 421 => r,
+            stale => {
+                let why = match stale {
+                    Ok(r) => r.for_client(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::info!(session, downstream = %self.downstream.setting.target, why, "downstream transaction closed before DATA; handing over on a new connection");
+                drop(self.conn);
+                return self
+                    .downstream
+                    .deliver(session, envelope, eight_bit, head, spool)
+                    .await;
+            }
         };
         if r.code != 354 {
             tracing::info!(session, downstream = %self.downstream.setting.target, reply = %r.for_client(), "downstream refused DATA");

@@ -60,8 +60,13 @@ pub fn checkin(setting: &Arc<ForwardSetting>, mut conn: Conn) {
     }
     conn.idle_since = tokio::time::Instant::now();
     let mut pools = pools().lock().unwrap_or_else(|p| p.into_inner());
+    // Old connections of every setting go (also those of a setting a
+    // reload replaced), so none lingers after its downstream closed it.
+    for e in pools.values_mut() {
+        e.idle.retain(|c| c.idle_since.elapsed() < MAX_IDLE);
+    }
+    pools.retain(|s, e| !e.idle.is_empty() || e.tls.is_some() || s == setting);
     let entry = pools.entry(setting.clone()).or_default();
-    entry.idle.retain(|c| c.idle_since.elapsed() < MAX_IDLE);
     if entry.idle.len() < setting.pool {
         entry.idle.push(conn);
     } else {
