@@ -9,7 +9,7 @@ pub mod control;
 pub mod plugins;
 pub mod queue;
 
-use crate::net::localip::LocalIps;
+use crate::net::localip::LazyLocalIps;
 use control::Control;
 use plugins::PluginTable;
 use std::fmt;
@@ -60,8 +60,6 @@ impl std::error::Error for ConfigError {}
 pub enum LoadError {
     /// A control file is unreadable or the greeting is missing.
     Controls(ConfigError),
-    /// This host's addresses could not be enumerated.
-    LocalIps(std::io::Error),
 }
 
 impl LoadError {
@@ -69,7 +67,6 @@ impl LoadError {
     pub fn reply(&self) -> &'static str {
         match self {
             LoadError::Controls(_) => crate::protocol::reply::text::UNREADABLE_CONTROLS,
-            LoadError::LocalIps(_) => crate::protocol::reply::text::NO_LOCAL_IPS,
         }
     }
 }
@@ -78,7 +75,6 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoadError::Controls(e) => e.fmt(f),
-            LoadError::LocalIps(e) => write!(f, "cannot enumerate local addresses: {e}"),
         }
     }
 }
@@ -101,8 +97,8 @@ pub struct Config {
     /// `control/smtpplugins`, or why it could not be read (only fatal for
     /// sessions that do not set `NOSPP` or `SPPCONFFILE`).
     pub default_plugins: Result<Arc<PluginTable>, ConfigError>,
-    /// This host's addresses, for `[ip]` literals.
-    pub local_ips: LocalIps,
+    /// This host's addresses, for `[ip]` literals (enumerated at first use).
+    pub local_ips: LazyLocalIps,
     /// TLS configuration, when certificates are configured.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -119,7 +115,7 @@ impl Config {
         let control = Control::load(&home)?;
         let default_plugins =
             load_plugin_table(&home, &home.join("control/smtpplugins")).map(Arc::new);
-        let local_ips = LocalIps::enumerate().map_err(LoadError::LocalIps)?;
+        let local_ips = LazyLocalIps::default();
         let tls = crate::tls::load(&home, certs)?;
         Ok(Config {
             home,

@@ -1,9 +1,28 @@
 //! This host's IPv4 addresses (plus 0.0.0.0), used to recognise `[ip]`
-//! domain literals that mean "this host".
+//! domain literals that mean "this host". They are enumerated the first
+//! time an address literal needs them ([`LazyLocalIps`]), not at start:
+//! most sessions never see one, and `getifaddrs` is a large part of a
+//! short session's start-up.
 
 use std::collections::HashSet;
 use std::io;
 use std::net::Ipv4Addr;
+use std::sync::OnceLock;
+
+/// This host's addresses, enumerated at first use and kept (per process,
+/// as qmail-smtpd does: per session under tcpserver, once for `serve`).
+#[derive(Debug, Default)]
+pub struct LazyLocalIps(OnceLock<Result<LocalIps, String>>);
+
+impl LazyLocalIps {
+    /// The addresses, or why they could not be enumerated.
+    pub fn get(&self) -> Result<&LocalIps, &str> {
+        self.0
+            .get_or_init(|| LocalIps::enumerate().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(String::as_str)
+    }
+}
 
 /// The set of local IPv4 addresses.
 #[derive(Debug, Clone, Default)]

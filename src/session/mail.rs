@@ -16,7 +16,11 @@ impl Session {
             // qmail's AUTH patch has the trailing space; kept for compatibility.
             return self.simple("530 Authorization required (#5.7.1) ");
         }
-        let Some(mut addr) = self.parse_address(&arg) else {
+        let parsed = match self.parse_address(&arg) {
+            Ok(p) => p,
+            Err(flow) => return flow,
+        };
+        let Some(mut addr) = parsed else {
             self.io.reply(text::SYNTAX);
             return Flow::Continue;
         };

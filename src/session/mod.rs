@@ -456,13 +456,27 @@ impl Session {
         Flow::Continue
     }
 
-    /// Parses a MAIL/RCPT argument with this host's `[ip]` rule.
-    pub(crate) fn parse_address(&self, arg: &[u8]) -> Option<Vec<u8>> {
-        let ips = &self.cfg.local_ips;
-        crate::protocol::address::parse(
+    /// Parses a MAIL/RCPT argument with this host's `[ip]` rule. `Err`
+    /// when an `[ip]` literal needed this host's addresses and they could
+    /// not be enumerated: the reply (421) is queued and the session ends.
+    pub(crate) fn parse_address(&mut self, arg: &[u8]) -> Result<Option<Vec<u8>>, Flow> {
+        let unknown = std::cell::Cell::new(false);
+        let parsed = crate::protocol::address::parse(
             arg,
-            |ip| ips.contains(ip),
+            |ip| match self.cfg.local_ips.get() {
+                Ok(ips) => ips.contains(ip),
+                Err(_) => {
+                    unknown.set(true);
+                    false
+                }
+            },
             self.cfg.control.localiphost.as_deref(),
-        )
+        );
+        if let (true, Err(e)) = (unknown.get(), self.cfg.local_ips.get()) {
+            tracing::error!(session = %self.id, error = %e, "cannot enumerate local addresses");
+            self.io.reply(text::NO_LOCAL_IPS);
+            return Err(Flow::Close(1));
+        }
+        Ok(parsed)
     }
 }

@@ -18,7 +18,11 @@ impl Session {
             self.io.reply(text::MAIL_FIRST);
             return Flow::Continue;
         }
-        let Some(mut addr) = self.parse_address(&arg) else {
+        let parsed = match self.parse_address(&arg) {
+            Ok(p) => p,
+            Err(flow) => return flow,
+        };
+        let Some(mut addr) = parsed else {
             self.io.reply(text::SYNTAX);
             return Flow::Continue;
         };
