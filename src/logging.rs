@@ -2,6 +2,9 @@
 //! journald's stdout capture all take them), or the systemd journal
 //! directly. The level comes from `SPP_LOG` (default `info`).
 
+use tracing::level_filters::LevelFilter;
+use tracing::Level;
+
 /// Where log lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogTarget {
@@ -12,9 +15,26 @@ pub enum LogTarget {
 }
 
 /// Installs the subscriber. Safe to call once per process.
+///
+/// With `stderr` and a plain level in `SPP_LOG` (or none), a small
+/// subscriber writes the lines itself: `spp-smtpd stdio` starts once per
+/// connection, and the general one (a span registry, a directive filter)
+/// costs a noticeable part of a short session. Other `SPP_LOG` values
+/// (per-target directives) and journald use `tracing-subscriber`. Both
+/// write the same lines.
 pub fn init(target: LogTarget) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
+    if target == LogTarget::Stderr {
+        if let Some(max) = plain_level(std::env::var("SPP_LOG").ok().as_deref()) {
+            if tracing::subscriber::set_global_default(StderrLines { max }).is_ok() {
+                let _ = tracing_log::LogTracer::builder()
+                    .with_max_level(level_to_log(max))
+                    .init();
+            }
+            return;
+        }
+    }
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_env("SPP_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
@@ -51,6 +71,106 @@ pub fn init(target: LogTarget) {
         .try_init();
 }
 
+/// The level of a plain `SPP_LOG` (`trace` … `error`, `off`, any case);
+/// unset or empty is `info`; anything else (directives) is `None`.
+fn plain_level(value: Option<&str>) -> Option<LevelFilter> {
+    match value.map(str::trim) {
+        None | Some("") => Some(LevelFilter::INFO),
+        Some(v) if v.chars().all(|c| c.is_ascii_alphabetic()) => v.parse().ok(),
+        Some(_) => None,
+    }
+}
+
+/// The `log` crate's level for records of libraries that use it.
+fn level_to_log(max: LevelFilter) -> log::LevelFilter {
+    match max.into_level() {
+        None => log::LevelFilter::Off,
+        Some(Level::ERROR) => log::LevelFilter::Error,
+        Some(Level::WARN) => log::LevelFilter::Warn,
+        Some(Level::INFO) => log::LevelFilter::Info,
+        Some(Level::DEBUG) => log::LevelFilter::Debug,
+        Some(Level::TRACE) => log::LevelFilter::Trace,
+    }
+}
+
+/// Events at or above `max` as `LEVEL message key=value ...` lines on
+/// stderr, one write each, in `tracing-subscriber`'s plain format (no
+/// time, no target). Spans are not used by this program and not shown.
+struct StderrLines {
+    max: LevelFilter,
+}
+
+impl tracing::Subscriber for StderrLines {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() <= self.max
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(self.max)
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        use std::io::Write;
+        let mut line = format!("{:>5} ", event.metadata().level());
+        let mut fields = LineFields {
+            message: String::new(),
+            rest: String::new(),
+        };
+        event.record(&mut fields);
+        line.push_str(&fields.message);
+        if !fields.message.is_empty() && !fields.rest.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&fields.rest);
+        line.push('\n');
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Collects an event's fields: the message, then `key=value` pairs
+/// (strings and `?` values in Debug form, `%` values in Display form).
+struct LineFields {
+    message: String,
+    rest: String,
+}
+
+impl tracing::field::Visit for LineFields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+            return;
+        }
+        if field.name().starts_with("log.") {
+            return;
+        }
+        if !self.rest.is_empty() {
+            self.rest.push(' ');
+        }
+        let _ = write!(self.rest, "{}={value:?}", field.name());
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+}
+
 /// A log field value from untrusted bytes: in double quotes, with control
 /// bytes, quotes, backslashes and non-ASCII escaped, so one event is
 /// always one line and `key="value"` parses unambiguously.
@@ -60,6 +180,19 @@ pub fn quoted(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn plain_levels() {
+        use super::{plain_level, LevelFilter};
+        assert_eq!(plain_level(None), Some(LevelFilter::INFO));
+        assert_eq!(plain_level(Some("")), Some(LevelFilter::INFO));
+        assert_eq!(plain_level(Some("debug")), Some(LevelFilter::DEBUG));
+        assert_eq!(plain_level(Some("WARN")), Some(LevelFilter::WARN));
+        assert_eq!(plain_level(Some("off")), Some(LevelFilter::OFF));
+        assert_eq!(plain_level(Some("spp_smtpd=debug")), None);
+        assert_eq!(plain_level(Some("info,hickory=off")), None);
+        assert_eq!(plain_level(Some("loud")), None);
+    }
+
     #[test]
     fn quoted_values_stay_on_one_line() {
         assert_eq!(super::quoted(b"a b\n\"x\"\\"), r#""a b\n\"x\"\\""#);

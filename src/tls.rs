@@ -54,19 +54,22 @@ impl ResolvesServerCert for SniResolver {
 /// Loads the certificates under `home` (or those of `source`). `Ok(None)`
 /// when none are configured: STARTTLS is then not offered.
 pub fn load(home: &Path, source: &CertSource) -> Result<Option<Arc<ServerConfig>>, ConfigError> {
+    let combined = home.join("control/servercert.pem");
+    let dir = home.join("control/servercerts");
+    // Without any certificate nothing is set up (no crypto provider): most
+    // `stdio` sessions under tcpserver have none.
+    if source.cert_and_key.is_none() && !combined.exists() && !dir.exists() {
+        return Ok(None);
+    }
     let provider = Arc::new(ring::default_provider());
     let default = match &source.cert_and_key {
         Some((cert, key)) => Some(certified_key(&home.join(cert), &home.join(key), &provider)?),
-        None => {
-            let combined = home.join("control/servercert.pem");
-            combined
-                .exists()
-                .then(|| certified_key(&combined, &combined, &provider))
-                .transpose()?
-        }
+        None => combined
+            .exists()
+            .then(|| certified_key(&combined, &combined, &provider))
+            .transpose()?,
     };
     let mut by_name = HashMap::new();
-    let dir = home.join("control/servercerts");
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for entry in entries.flatten() {
             let path = entry.path();
