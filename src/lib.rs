@@ -13,6 +13,8 @@
 //! - [`queue`]: the backends — qmail-queue program, embedded Maildir,
 //!   sendmail program, downstream SMTP/LMTP (`forward`) — and the spool
 //!   that holds a message for `[body]` plugins and downstreams.
+//! - [`blocking`]: blocking file work, in place for `stdio`, on the
+//!   blocking pool for `serve`.
 //! - [`child`]: the one place that starts programs (plugins, queue
 //!   program, sendmail).
 //! - [`net`]: the transports — `stdio` (tcpserver/inetd) and the `serve`
@@ -21,6 +23,7 @@
 //! - [`logging`]: the log subscriber (stderr or journald).
 
 pub mod auth;
+pub mod blocking;
 pub mod child;
 pub mod config;
 pub mod logging;

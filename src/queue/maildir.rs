@@ -6,7 +6,8 @@
 //!
 //! Small messages are collected in memory and written, synced and renamed
 //! in one blocking call; larger ones spill to the `tmp/` file in big
-//! chunks. Blocking file work never runs on the async threads.
+//! chunks. Blocking file work goes through [`crate::blocking`]: the
+//! blocking pool in the daemon, in place in a `stdio` process.
 
 use super::{Envelope, JobResult};
 use std::collections::HashSet;
@@ -61,7 +62,7 @@ impl MaildirJob {
         if self.pending.len() >= SPILL_AT {
             let chunk = std::mem::take(&mut self.pending);
             let (dir, name, file) = (self.dir.clone(), self.name.clone(), self.file.take());
-            let spilled = tokio::task::spawn_blocking(move || -> io::Result<File> {
+            let spilled = crate::blocking::run(move || -> io::Result<File> {
                 let mut file = match file {
                     Some(f) => f,
                     None => create_tmp(&dir, &name)?,
@@ -91,7 +92,7 @@ impl MaildirJob {
             Some(e)
         } else if keep {
             let (d, n) = (dir.clone(), name.clone());
-            match tokio::task::spawn_blocking(move || commit(&d, &n, file, &pending)).await {
+            match crate::blocking::run(move || commit(&d, &n, file, &pending)).await {
                 Ok(Ok(())) => {
                     let now = SystemTime::now()
                         .duration_since(UNIX_EPOCH)
@@ -107,7 +108,7 @@ impl MaildirJob {
             None
         };
         let tmp = dir.join("tmp").join(&name);
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(tmp)).await;
+        let _ = crate::blocking::run(move || std::fs::remove_file(tmp)).await;
         match failure {
             Some(e) => {
                 tracing::error!(maildir = %dir.display(), error = %e, "maildir delivery failed");

@@ -306,9 +306,7 @@ impl SpoolReader<'_> {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(e)))
+    crate::blocking::run(f).await.and_then(|r| r)
 }
 
 #[cfg(test)]
