@@ -60,9 +60,7 @@ impl Backend {
             },
         }
     }
-}
 
-impl Backend {
     /// Whether the backend needs the whole message before it can take it
     /// (it is spooled first).
     pub fn needs_spool(&self) -> bool {

@@ -444,11 +444,6 @@ impl Transaction {
     pub fn abandon(self) {
         self.downstream.reuse(self.conn);
     }
-
-    /// How many recipients the downstream accepted.
-    pub fn accepted(&self) -> usize {
-        self.accepted.len()
-    }
 }
 
 /// A RCPT the downstream did not accept.
