@@ -2,7 +2,9 @@
 //! reports each problem as `file:line: what is wrong`, all of them, not
 //! just the first.
 
-use super::control::{first_line, leading_number, list_entries, read_optional};
+use super::control::{
+    first_line, leading_number, list_entries, parse_switch, read_optional, EXTENSION_FILES,
+};
 use super::plugins::{PluginTable, Program};
 use super::queue::QueueSetting;
 use super::ConfigError;
@@ -52,6 +54,13 @@ pub fn check(home: &Path, sppconffile: Option<&Path>) -> Vec<ConfigError> {
                     Some(1),
                     "does not start with a number: the default is used",
                 ));
+            }
+        }
+    }
+    for (name, _) in EXTENSION_FILES {
+        if let Some(b) = read(name, &mut problems) {
+            if let Err(m) = parse_switch(&b) {
+                problems.push(ConfigError::at(&c.join(name), Some(1), m));
             }
         }
     }

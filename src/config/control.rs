@@ -71,6 +71,47 @@ pub fn list_entries(content: &[u8]) -> Vec<(usize, Vec<u8>)> {
         .collect()
 }
 
+/// Reads an on/off control file: the first line `1`, `yes`, `on` or
+/// empty means on; `0`, `no` or `off` means off (any case). Anything else
+/// is an error, so a typo never silently flips a setting.
+pub fn parse_switch(content: &[u8]) -> Result<bool, &'static str> {
+    let line = first_line(content).to_ascii_lowercase();
+    match line.as_slice() {
+        b"" | b"1" | b"yes" | b"on" => Ok(true),
+        b"0" | b"no" | b"off" => Ok(false),
+        _ => Err("expected 1, yes or on (on) or 0, no or off (off)"),
+    }
+}
+
+/// The ESMTP extensions a session offers beyond qmail's (EHLO lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extensions {
+    /// SMTPUTF8 (RFC 6531): `control/smtputf8`, on unless switched off.
+    pub smtputf8: bool,
+    /// CHUNKING/BDAT (RFC 3030): `control/chunking`, on unless switched off.
+    pub chunking: bool,
+    /// ENHANCEDSTATUSCODES (RFC 2034): `control/enhancedstatuscodes`, off
+    /// unless switched on, because it changes qmail's reply texts.
+    pub enhanced_status_codes: bool,
+}
+
+impl Default for Extensions {
+    fn default() -> Self {
+        Extensions {
+            smtputf8: true,
+            chunking: true,
+            enhanced_status_codes: false,
+        }
+    }
+}
+
+/// The control files of [`Extensions`]: name and default.
+pub const EXTENSION_FILES: [(&str, bool); 3] = [
+    ("smtputf8", true),
+    ("chunking", true),
+    ("enhancedstatuscodes", false),
+];
+
 /// The domains we accept mail for.
 #[derive(Debug)]
 pub struct RcptHosts {
@@ -128,6 +169,8 @@ pub struct Control {
     /// `control/spooldir` (relative to home), else `HOME/spool`: where a
     /// message waits while a `[body]` hook or a downstream needs it whole.
     pub spooldir: PathBuf,
+    /// The optional ESMTP extensions offered.
+    pub extensions: Extensions,
 }
 
 impl Control {
@@ -200,7 +243,22 @@ impl Control {
             Some(dir) if !dir.is_empty() => home.join(std::ffi::OsStr::from_bytes(&dir)),
             _ => home.join("spool"),
         };
+        let mut switches = [false; 3];
+        for (slot, (name, default)) in switches.iter_mut().zip(EXTENSION_FILES) {
+            *slot = match read_optional(&c.join(name))? {
+                None => default,
+                Some(b) => {
+                    parse_switch(&b).map_err(|m| ConfigError::at(&c.join(name), Some(1), m))?
+                }
+            };
+        }
+        let [smtputf8, chunking, enhanced_status_codes] = switches;
         Ok(Control {
+            extensions: Extensions {
+                smtputf8,
+                chunking,
+                enhanced_status_codes,
+            },
             spooldir,
             me,
             greeting,
@@ -254,6 +312,19 @@ mod tests {
             vec![(1, &b"a"[..]), (4, b"  lead"), (5, b"trail"), (7, b"last")]
         );
         assert_eq!(list_entries(b"x\r\n"), vec![(1, b"x\r".to_vec())]);
+    }
+
+    #[test]
+    fn switches() {
+        for on in [&b""[..], b"1", b"yes\n", b"ON  \nx", b"\n"] {
+            assert_eq!(parse_switch(on), Ok(true), "{}", on.escape_ascii());
+        }
+        for off in [&b"0"[..], b"no\n", b"Off\t"] {
+            assert_eq!(parse_switch(off), Ok(false), "{}", off.escape_ascii());
+        }
+        for bad in [&b"2"[..], b"maybe", b" 1", b"0\r\n"] {
+            assert!(parse_switch(bad).is_err(), "{}", bad.escape_ascii());
+        }
     }
 
     #[test]

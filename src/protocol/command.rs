@@ -28,6 +28,8 @@ pub enum Verb {
     Starttls,
     /// `AUTH mechanism [initial-response]`
     Auth,
+    /// `BDAT size [LAST]` (CHUNKING): `size` octets of message follow.
+    Bdat,
     /// Anything else, including the empty line.
     Unknown,
 }
@@ -68,7 +70,7 @@ impl Command {
 impl Verb {
     /// Case-insensitive lookup of a verb.
     pub fn from_bytes(v: &[u8]) -> Verb {
-        const TABLE: [(&[u8], Verb); 12] = [
+        const TABLE: [(&[u8], Verb); 13] = [
             (b"helo", Verb::Helo),
             (b"ehlo", Verb::Ehlo),
             (b"mail", Verb::Mail),
@@ -81,6 +83,7 @@ impl Verb {
             (b"quit", Verb::Quit),
             (b"starttls", Verb::Starttls),
             (b"auth", Verb::Auth),
+            (b"bdat", Verb::Bdat),
         ];
         TABLE
             .iter()
@@ -132,6 +135,7 @@ mod tests {
             ("EXPN x", Verb::Unknown, "x"),
             ("STARTTLS", Verb::Starttls, ""),
             ("auth plain x", Verb::Auth, "plain x"),
+            ("BDAT 10 LAST", Verb::Bdat, "10 LAST"),
         ];
         for &(line, verb, arg) in table {
             for ending in ["", "\n", "\r\n"] {

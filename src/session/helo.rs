@@ -26,6 +26,16 @@ impl Session {
         }
         lines.push(b"250-PIPELINING".to_vec());
         lines.push(b"250-8BITMIME".to_vec());
+        let ext = self.cfg.control.extensions;
+        if ext.enhanced_status_codes {
+            lines.push(b"250-ENHANCEDSTATUSCODES".to_vec());
+        }
+        if ext.smtputf8 {
+            lines.push(b"250-SMTPUTF8".to_vec());
+        }
+        if ext.chunking {
+            lines.push(b"250-CHUNKING".to_vec());
+        }
         if let Some(auth) = self.auth_ehlo_line() {
             lines.push(auth.into_bytes());
         }

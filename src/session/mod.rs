@@ -403,7 +403,7 @@ impl Session {
             // Boxed: the handshake's state is only allocated during STARTTLS.
             Verb::Starttls => Box::pin(self.starttls()).await,
             Verb::Auth => Box::pin(self.auth(cmd.arg)).await,
-            Verb::Unknown => self.simple(text::UNIMPLEMENTED),
+            Verb::Bdat | Verb::Unknown => self.simple(text::UNIMPLEMENTED),
         }
     }
 

@@ -28,21 +28,23 @@ fn stdio_pipelined_session_delivers_to_maildir_byte_for_byte() {
     let out = stdio(&home, TCPENV, SESSION);
     let lines = out.lines();
     assert_eq!(
-        &lines[..8],
+        &lines[..10],
         [
             "220 mx.ref.test ESMTP",
             "250-mx.ref.test",
             "250-PIPELINING",
-            "250 8BITMIME",
+            "250-8BITMIME",
+            "250-SMTPUTF8",
+            "250 CHUNKING",
             "250 ok",
             "250 ok",
             "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
             "250 ok",
         ]
     );
-    assert_eq!(lines[8], "354 go ahead");
-    assert!(lines[9].starts_with("250 ok "), "{lines:?}");
-    assert_eq!(lines[10], "221 mx.ref.test");
+    assert_eq!(lines[10], "354 go ahead");
+    assert!(lines[11].starts_with("250 ok "), "{lines:?}");
+    assert_eq!(lines[12], "221 mx.ref.test");
     assert_eq!(out.code, 0);
     let msgs = home.maildir();
     assert_eq!(msgs.len(), 1);
@@ -61,7 +63,7 @@ fn stdio_hands_message_envelope_and_environment_to_qmail_queue() {
     home.install_qmail_queue();
     home.plugin_printing("rcpt", "SFROM_PLUGIN=yes\\nHX-Checked: yes\\n");
     let out = stdio(&home, TCPENV, SESSION);
-    let reply = out.lines()[9].to_string();
+    let reply = out.lines()[11].to_string();
     assert!(
         reply.starts_with("250 ok ") && reply.contains(" qp "),
         "{reply}"
@@ -115,7 +117,7 @@ fn stdio_qmail_queue_exit_status_becomes_the_reply() {
     ] {
         home.write("qq-exit", code);
         let out = stdio(&home, TCPENV, SESSION);
-        assert_eq!(out.lines()[9], reply, "exit {code}");
+        assert_eq!(out.lines()[11], reply, "exit {code}");
     }
 }
 
@@ -306,22 +308,24 @@ fn tcpserver_pipelined_batch_gets_replies_in_order() {
     let replies = pipelined(
         server.port,
         "EHLO p.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@ref.test>\r\nRCPT TO:<y@nope.test>\r\nDATA\r\nhi\r\n.\r\nRSET\r\nNOOP\r\nQUIT\r\n",
-        11,
+        13,
     );
     assert_eq!(
-        replies[..7],
+        replies[..9],
         [
             "250-mx.ref.test",
             "250-PIPELINING",
-            "250 8BITMIME",
+            "250-8BITMIME",
+            "250-SMTPUTF8",
+            "250 CHUNKING",
             "250 ok",
             "250 ok",
             "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
             "354 go ahead"
         ]
     );
-    assert!(replies[7].starts_with("250 ok "));
-    assert_eq!(replies[8..], ["250 flushed", "250 ok", "221 mx.ref.test"]);
+    assert!(replies[9].starts_with("250 ok "));
+    assert_eq!(replies[10..], ["250 flushed", "250 ok", "221 mx.ref.test"]);
 }
 
 #[test]

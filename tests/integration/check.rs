@@ -178,3 +178,21 @@ fn queue_backends_are_checked() {
         assert_eq!(out.code, 0, "{ok}: {}", out.stdout);
     }
 }
+
+#[test]
+fn an_extension_switch_that_is_neither_on_nor_off_is_reported() {
+    let home = TestHome::new();
+    home.smtpplugins("");
+    home.control("chunking", "maybe\n");
+    home.control("smtputf8", "off\n");
+    let out = check(home.dir());
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let c = home.dir().join("control");
+    assert!(
+        out.stdout
+            .contains(&format!("{}/chunking:1: expected 1", c.display())),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("smtputf8"), "{}", out.stdout);
+}

@@ -446,7 +446,7 @@ async fn early_talker_gets_554_and_a_patient_client_its_greeting() {
     assert_eq!(rude.line().await, None);
     let mut polite = Client::connect(server.port).await;
     assert_eq!(polite.line().await.unwrap(), "220 mx.ref.test ESMTP");
-    assert_eq!(polite.cmd("EHLO polite.test").await, "250 8BITMIME");
+    assert_eq!(polite.cmd("EHLO polite.test").await, "250 CHUNKING");
 }
 
 #[test]

@@ -193,12 +193,41 @@ async fn greeting_uses_me_and_ehlo_lists_extensions() {
     let home = TestHome::new();
     let mut s = home.session(LOCAL).await;
     s.greeting().await.all(&["220 mx.ref.test ESMTP"]);
-    s.cmd("EHLO client.test")
-        .await
-        .all(&["250-mx.ref.test", "250-PIPELINING", "250 8BITMIME"]);
+    s.cmd("EHLO client.test").await.all(&[
+        "250-mx.ref.test",
+        "250-PIPELINING",
+        "250-8BITMIME",
+        "250-SMTPUTF8",
+        "250 CHUNKING",
+    ]);
     s.cmd("HELO client.test").await.all(&["250 mx.ref.test"]);
     s.cmd("QUIT").await.all(&["221 mx.ref.test"]);
     assert_eq!(s.closed().await, 0);
+}
+
+#[tokio::test]
+async fn ehlo_extensions_follow_their_control_files() {
+    let home = TestHome::new();
+    home.control("smtputf8", "0\n");
+    home.control("chunking", "No\n");
+    let mut s = home.session(LOCAL).await;
+    s.greeting().await;
+    s.cmd("EHLO client.test")
+        .await
+        .all(&["250-mx.ref.test", "250-PIPELINING", "250 8BITMIME"]);
+    home.remove_control("smtputf8");
+    home.remove_control("chunking");
+    home.control("enhancedstatuscodes", "\n");
+    let mut s = home.session(LOCAL).await;
+    s.greeting().await;
+    s.cmd("EHLO client.test").await.all(&[
+        "250-mx.ref.test",
+        "250-PIPELINING",
+        "250-8BITMIME",
+        "250-ENHANCEDSTATUSCODES",
+        "250-SMTPUTF8",
+        "250 CHUNKING",
+    ]);
 }
 
 #[tokio::test]
@@ -234,9 +263,13 @@ async fn verbs_are_case_insensitive() {
     let home = TestHome::new();
     let mut s = start(&home).await;
     s.cmd("helo client.test").await.all(&["250 mx.ref.test"]);
-    s.cmd("eHlO client.test")
-        .await
-        .all(&["250-mx.ref.test", "250-PIPELINING", "250 8BITMIME"]);
+    s.cmd("eHlO client.test").await.all(&[
+        "250-mx.ref.test",
+        "250-PIPELINING",
+        "250-8BITMIME",
+        "250-SMTPUTF8",
+        "250 CHUNKING",
+    ]);
     s.cmd("mail from:<a@x.test>").await.all(&["250 ok"]);
     s.cmd("RcPt To:<bob@ref.test>").await.all(&["250 ok"]);
     s.cmd("nOoP").await.all(&["250 ok"]);
@@ -527,7 +560,9 @@ async fn smtpgreeting_first_line_replaces_me_in_220_250_and_221() {
     s.cmd("EHLO c.test").await.all(&[
         "250-greet.ref.test welcome",
         "250-PIPELINING",
-        "250 8BITMIME",
+        "250-8BITMIME",
+        "250-SMTPUTF8",
+        "250 CHUNKING",
     ]);
     s.cmd("QUIT").await.all(&["221 greet.ref.test welcome"]);
     assert_eq!(s.closed().await, 0);
@@ -1215,6 +1250,8 @@ async fn databytes_env_overrides_control_file() {
         "250-mx.ref.test",
         "250-PIPELINING",
         "250-8BITMIME",
+        "250-SMTPUTF8",
+        "250-CHUNKING",
         "250 SIZE 5",
     ]);
     // DATABYTES=0 means unlimited even if the control file says otherwise.
@@ -1229,9 +1266,13 @@ async fn databytes_env_overrides_control_file() {
         )
         .await;
     assert!(r.last().starts_with("250 ok "), "{:?}", r.lines);
-    s.cmd("EHLO c.test")
-        .await
-        .all(&["250-mx.ref.test", "250-PIPELINING", "250 8BITMIME"]);
+    s.cmd("EHLO c.test").await.all(&[
+        "250-mx.ref.test",
+        "250-PIPELINING",
+        "250-8BITMIME",
+        "250-SMTPUTF8",
+        "250 CHUNKING",
+    ]);
     assert_eq!(home.maildir().len(), 1);
 }
 
@@ -1271,6 +1312,8 @@ async fn ehlo_advertises_size_when_databytes_is_set() {
         "250-mx.ref.test",
         "250-PIPELINING",
         "250-8BITMIME",
+        "250-SMTPUTF8",
+        "250-CHUNKING",
         "250 SIZE 1000",
     ]);
     s.cmd("HELO c.test").await.all(&["250 mx.ref.test"]);
@@ -2679,9 +2722,14 @@ async fn helo_hook_runs_for_helo_and_ehlo_before_the_reply() {
     home.smtpplugins(&format!("[h]\n{}\n", counted(&home, "h", "Phook\\n")));
     let mut s = start(&home).await;
     s.cmd("HELO c.test").await.all(&["hook", "250 mx.ref.test"]);
-    s.cmd("EHLO c.test")
-        .await
-        .all(&["hook", "250-mx.ref.test", "250-PIPELINING", "250 8BITMIME"]);
+    s.cmd("EHLO c.test").await.all(&[
+        "hook",
+        "250-mx.ref.test",
+        "250-PIPELINING",
+        "250-8BITMIME",
+        "250-SMTPUTF8",
+        "250 CHUNKING",
+    ]);
     assert_eq!(runs_of(&home, "h"), 2);
 }
 
@@ -3296,6 +3344,8 @@ async fn numeric_control_files_use_their_leading_digits() {
         "250-mx.ref.test",
         "250-PIPELINING",
         "250-8BITMIME",
+        "250-SMTPUTF8",
+        "250-CHUNKING",
         "250 SIZE 6",
     ]);
     s.mail("a@x.test", &["bob@ref.test"], "123456\r\n")
@@ -3304,9 +3354,13 @@ async fn numeric_control_files_use_their_leading_digits() {
     // Not starting with a digit: the default (unlimited) is kept.
     home.control("databytes", "six\n");
     let mut s = start(&home).await;
-    s.cmd("EHLO c.test")
-        .await
-        .all(&["250-mx.ref.test", "250-PIPELINING", "250 8BITMIME"]);
+    s.cmd("EHLO c.test").await.all(&[
+        "250-mx.ref.test",
+        "250-PIPELINING",
+        "250-8BITMIME",
+        "250-SMTPUTF8",
+        "250 CHUNKING",
+    ]);
 }
 
 // ---------------------------------------------------------------------------

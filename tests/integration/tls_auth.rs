@@ -164,7 +164,7 @@ fn commands_pipelined_after_starttls_are_not_executed() {
         "plain",
         &[
             ">EHLO x",
-            "*4",
+            "*6",
             ">STARTTLS\\r\\nMAIL FROM:<evil@x.test>",
             "<",
             "TLS",
@@ -172,9 +172,9 @@ fn commands_pipelined_after_starttls_are_not_executed() {
             "<",
         ],
     );
-    assert_eq!(out[5], "< 220 ready to start TLS", "{out:?}");
-    assert!(out[6].starts_with("= tls TLSv1."), "{out:?}");
-    assert_eq!(out[7], "< 503 MAIL first (#5.5.1)", "{out:?}");
+    assert_eq!(out[7], "< 220 ready to start TLS", "{out:?}");
+    assert!(out[8].starts_with("= tls TLSv1."), "{out:?}");
+    assert_eq!(out[9], "< 503 MAIL first (#5.5.1)", "{out:?}");
 }
 
 #[test]
@@ -552,7 +552,7 @@ fn stdio_implicit_tls_under_tcpserver() {
         "implicit",
         &[
             ">EHLO x",
-            "*4",
+            "*6",
             ">AUTH PLAIN AGFsaWNlAHNlY3JldA==",
             "<",
             ">QUIT",
@@ -561,7 +561,7 @@ fn stdio_implicit_tls_under_tcpserver() {
     );
     assert_eq!(out[1], "< 250-mx.ref.test", "{out:?}");
     assert!(!out.iter().any(|l| l.contains("STARTTLS")), "{out:?}");
-    assert_eq!(out[5], "< 235 ok, go ahead (#2.0.0)", "{out:?}");
+    assert_eq!(out[7], "< 235 ok, go ahead (#2.0.0)", "{out:?}");
 }
 
 #[test]
