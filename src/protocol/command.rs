@@ -93,6 +93,24 @@ impl Verb {
     }
 }
 
+/// The argument of `BDAT`: the chunk size and whether `LAST` follows
+/// (RFC 3030: `BDAT size [LAST]`, any case, spaces between). `None` for
+/// anything else, including a size that does not fit in 64 bits.
+pub fn parse_bdat(arg: &[u8]) -> Option<(u64, bool)> {
+    let mut words = arg.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let size = words.next()?;
+    if size.is_empty() || size.len() > 20 || !size.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let size = std::str::from_utf8(size).ok()?.parse().ok()?;
+    let last = match words.next() {
+        None => false,
+        Some(w) if w.eq_ignore_ascii_case(b"LAST") => true,
+        Some(_) => return None,
+    };
+    words.next().is_none().then_some((size, last))
+}
+
 /// Removes the LF and one CR before it from a raw line, if present.
 pub fn strip_line_end(mut line: &[u8]) -> &[u8] {
     if let Some(l) = line.strip_suffix(b"\n") {
@@ -142,6 +160,33 @@ mod tests {
                 let got = c(&format!("{line}{ending}"));
                 assert_eq!(got, (verb, arg.to_string()), "line {line:?}{ending:?}");
             }
+        }
+    }
+
+    #[test]
+    fn bdat_arguments() {
+        let table: &[(&str, Option<(u64, bool)>)] = &[
+            ("0", Some((0, false))),
+            ("0 LAST", Some((0, true))),
+            ("100 last", Some((100, true))),
+            ("7  LAST  ", Some((7, true))),
+            (
+                "9999999999999999999",
+                Some((9_999_999_999_999_999_999, false)),
+            ),
+            ("", None),
+            ("LAST", None),
+            ("10 LAST x", None),
+            ("10 FIRST", None),
+            ("-1", None),
+            ("+5", None),
+            ("1e3", None),
+            ("10\tLAST", None),
+            ("99999999999999999999", None),
+            ("18446744073709551616 LAST", None),
+        ];
+        for &(arg, want) in table {
+            assert_eq!(parse_bdat(arg.as_bytes()), want, "{arg:?}");
         }
     }
 

@@ -1,7 +1,12 @@
-//! The DATA body decoder: finds `CRLF.CRLF` across split reads, undoes
+//! The message body decoder: finds `CRLF.CRLF` across split reads, undoes
 //! dot-stuffing, stores CRLF as LF, counts hops in the header and the
 //! stored size, and detects bare LF (fatal, as in qmail) and bare CR
 //! (refused: it is never forwarded, against SMTP smuggling).
+//!
+//! For BDAT chunks ([`DataDecoder::chunked`]) the same rules apply without
+//! the dot: the chunk sizes frame the message, a `.` line is data, and a
+//! bare LF is recorded instead of ending the session, since the framing
+//! stays intact.
 
 /// Where the decoder is within the current line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +54,11 @@ pub struct DataDecoder {
     pub size: u64,
     /// A CR not followed by LF was seen: the message must be refused.
     pub bare_cr: bool,
+    /// A LF not preceded by CR was seen in a BDAT chunk: the message must
+    /// be refused (in DATA a bare LF ends the body at once).
+    pub bare_lf: bool,
+    /// BDAT: no dot-stuffing and no terminator; the chunk sizes frame it.
+    chunked: bool,
 }
 
 impl Default for DataDecoder {
@@ -63,14 +73,54 @@ impl Default for DataDecoder {
             hops: 0,
             size: 0,
             bare_cr: false,
+            bare_lf: false,
+            chunked: false,
         }
     }
 }
 
 impl DataDecoder {
+    /// A decoder for a message sent in BDAT chunks: feed every chunk's
+    /// bytes, then call [`DataDecoder::finish_chunks`] after the last.
+    pub fn chunked() -> DataDecoder {
+        DataDecoder {
+            chunked: true,
+            ..DataDecoder::default()
+        }
+    }
+
+    /// Ends a chunked message: a CR left pending at the very end is a bare
+    /// CR, and a last line without its line end gets one, so what is stored
+    /// always ends with a whole line.
+    pub fn finish_chunks(&mut self, out: &mut Vec<u8>) {
+        match self.state {
+            State::LineStart => {}
+            State::Cr | State::CrAtStart => {
+                self.bare_cr = true;
+                self.emit(b'\r', out);
+                self.emit(b'\n', out);
+            }
+            State::InLine | State::Dot | State::DotCr => self.emit(b'\n', out),
+        }
+        self.state = State::LineStart;
+    }
+
+    /// A LF without CR at input offset `i`: in DATA the body ends here; in
+    /// a BDAT chunk it is recorded and decoding goes on at a line start.
+    fn bare_lf_at(&mut self, i: usize) -> Option<(usize, Progress)> {
+        if self.chunked {
+            self.bare_lf = true;
+            self.state = State::LineStart;
+            None
+        } else {
+            Some((i + 1, Progress::BareLf))
+        }
+    }
+
     /// Feeds raw client bytes; appends the stored form to `out`. Returns the
     /// number of input bytes consumed and what was found. On `End` and
     /// `BareLf` the bytes after the returned offset are not part of the body.
+    /// A chunked decoder always consumes all and answers `NeedMore`.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Progress) {
         for (i, &ch) in input.iter().enumerate() {
             if self.in_header {
@@ -78,9 +128,14 @@ impl DataDecoder {
             }
             match self.state {
                 State::LineStart => match ch {
-                    b'\n' => return (i + 1, Progress::BareLf),
+                    b'\n' => {
+                        if let Some(end) = self.bare_lf_at(i) {
+                            return end;
+                        }
+                        continue;
+                    }
                     b'\r' => self.state = State::CrAtStart,
-                    b'.' => self.state = State::Dot,
+                    b'.' if !self.chunked => self.state = State::Dot,
                     _ => self.in_line(ch, out),
                 },
                 State::InLine => self.in_line(ch, out),
@@ -110,7 +165,9 @@ impl DataDecoder {
                 }
             }
             if self.state == State::InLine && ch == b'\n' {
-                return (i + 1, Progress::BareLf);
+                if let Some(end) = self.bare_lf_at(i) {
+                    return end;
+                }
             }
         }
         (input.len(), Progress::NeedMore)
@@ -246,5 +303,69 @@ mod tests {
     fn dot_stuffed_header_line_is_not_counted() {
         let (_, _, _, d) = run(b".Received: a\r\nReceived: b\r\n.\r\n", 1);
         assert_eq!(d.hops, 1);
+    }
+
+    /// Feeds `chunks` to a chunked decoder, each split into pieces of
+    /// `piece` bytes, then ends it.
+    fn run_chunked(chunks: &[&[u8]], piece: usize) -> (Vec<u8>, DataDecoder) {
+        let mut d = DataDecoder::chunked();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            for part in chunk.chunks(piece.max(1)) {
+                assert_eq!(d.feed(part, &mut out), (part.len(), Progress::NeedMore));
+            }
+        }
+        d.finish_chunks(&mut out);
+        assert_eq!(d.size, out.len() as u64);
+        (out, d)
+    }
+
+    #[test]
+    fn chunked_table() {
+        // (whole message, stored, bare CR, bare LF)
+        let table: &[(&[u8], &[u8], bool, bool)] = &[
+            (b"", b"", false, false),
+            (b"a\r\nb\r\n", b"a\nb\n", false, false),
+            (b".\r\n..x\r\n", b".\n..x\n", false, false),
+            (
+                b"x\r\n.\r\nMAIL FROM:<a>\r\n",
+                b"x\n.\nMAIL FROM:<a>\n",
+                false,
+                false,
+            ),
+            (b"no end", b"no end\n", false, false),
+            (b"a\rb\r\n", b"a\rb\n", true, false),
+            (b"a\r\n.\r.\r\n", b"a\n.\r.\n", true, false),
+            (b"a\r", b"a\r\n", true, false),
+            (b"a\nb\r\n", b"a", false, true),
+            (b"a\r\n.\n.\r\n", b"a\n.", false, true),
+            (b"\n", b"", false, true),
+        ];
+        for &(msg, want, bare_cr, bare_lf) in table {
+            // Every split of the message into two chunks, each fed in
+            // pieces of every small size.
+            for cut in 0..=msg.len() {
+                for piece in [1, 2, 3, 1000] {
+                    let (out, d) = run_chunked(&[&msg[..cut], &msg[cut..]], piece);
+                    let what = format!("{} cut {cut} piece {piece}", msg.escape_ascii());
+                    assert_eq!((d.bare_cr, d.bare_lf), (bare_cr, bare_lf), "{what}");
+                    if !bare_lf {
+                        assert_eq!(out, want, "{what}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_hops_are_counted_as_in_data() {
+        let (_, d) = run_chunked(
+            &[
+                b"Received: a\r\nDelivered-To: b\r",
+                b"\n\r\nReceived: c\r\n",
+            ],
+            1,
+        );
+        assert_eq!(d.hops, 2);
     }
 }

@@ -84,6 +84,11 @@ pub mod text {
     /// transaction was refused when passed again on a new connection.
     pub const DOWNSTREAM_CHANGED: &str =
         "451 mail server changed its answer for an earlier recipient, try again later (#4.4.2)";
+    /// A BDAT line without a valid size: the connection is closed, since
+    /// the chunk's bytes cannot be told apart from commands.
+    pub const BDAT_SYNTAX: &str = "501 syntax error in BDAT, closing connection (#5.5.4)";
+    /// DATA while a message is being received in BDAT chunks.
+    pub const DATA_AFTER_BDAT: &str = "503 DATA after BDAT is not allowed, send RSET (#5.5.1)";
     /// Unknown or unsupported verbs.
     pub const UNIMPLEMENTED: &str = "502 unimplemented (#5.5.1)";
     /// DATA accepted, send the message.

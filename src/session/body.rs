@@ -18,31 +18,28 @@ use std::time::Instant;
 const MAX_RCPTS_VAR: usize = 64 * 1024;
 
 /// The reply when the spool cannot take the message.
-const SPOOL_FAILURE: &str = "451 qq write error or disk full (#4.3.0)";
+pub(crate) const SPOOL_FAILURE: &str = "451 qq write error or disk full (#4.3.0)";
+
+/// A message whose transaction has ended and whose body is being
+/// received: what its delivery needs.
+pub(crate) struct PendingMessage {
+    /// Sender and recipients.
+    pub envelope: Envelope,
+    /// The client declared `BODY=8BITMIME` (passed on downstream).
+    pub eight_bit: bool,
+    /// Where it goes.
+    pub backend: Backend,
+    /// `[body]` plugins will read it (it is spooled on file).
+    pub body_hooks: bool,
+    /// When DATA or the first BDAT was accepted (for the log line).
+    pub started: Instant,
+}
 
 impl Session {
-    /// DATA after the `[data]` hook, through the spool (`body_hooks`: the
-    /// message must be on file for the `[body]` plugins).
-    pub(crate) async fn data_spooled(
-        &mut self,
-        envelope: Envelope,
-        eight_bit: bool,
-        backend: Backend,
-        body_hooks: bool,
-    ) -> Flow {
-        let started = Instant::now();
-        let dir = self.cfg.control.spooldir.clone();
-        let mut writer = if body_hooks {
-            match SpoolWriter::on_file(&dir).await {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::error!(session = %self.id, dir = %dir.display(), error = %e, "cannot create a spool file");
-                    self.end_transaction();
-                    return self.simple(SPOOL_FAILURE);
-                }
-            }
-        } else {
-            SpoolWriter::in_memory(&dir)
+    /// DATA after the `[data]` hook, through the spool.
+    pub(crate) async fn data_spooled(&mut self, msg: PendingMessage) -> Flow {
+        let Some(mut writer) = self.open_spool(msg.body_hooks).await else {
+            return self.simple(SPOOL_FAILURE);
         };
         self.io.reply(text::GO_AHEAD);
         let head = self.message_head();
@@ -55,16 +52,60 @@ impl Session {
             drop(writer);
             self.end_transaction();
             return self
-                .finish_data(&envelope, decoder.size, started, refusal, end)
+                .finish_data(&msg.envelope, decoder.size, msg.started, refusal, end)
                 .await;
         }
+        self.deliver_spool(msg, writer, decoder.size).await
+    }
+
+    /// A spool for a message: on file when `[body]` plugins will read it,
+    /// else in memory until it grows large. `None` (logged, the downstream
+    /// transaction ended) when no spool file can be made.
+    pub(crate) async fn open_spool(&mut self, body_hooks: bool) -> Option<SpoolWriter> {
+        let dir = self.cfg.control.spooldir.clone();
+        if !body_hooks {
+            return Some(SpoolWriter::in_memory(&dir));
+        }
+        match SpoolWriter::on_file(&dir).await {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(session = %self.id, dir = %dir.display(), error = %e, "cannot create a spool file");
+                self.end_transaction();
+                None
+            }
+        }
+    }
+
+    /// A message received whole into the spool (`size` stored bytes):
+    /// the `[body]` hook reads it, then the backend takes it, and the
+    /// client gets the backend's verdict.
+    pub(crate) async fn deliver_spool(
+        &mut self,
+        msg: PendingMessage,
+        writer: SpoolWriter,
+        size: u64,
+    ) -> Flow {
+        let PendingMessage {
+            envelope,
+            eight_bit,
+            backend,
+            body_hooks,
+            started,
+        } = msg;
         let spooled = match writer.finish().await {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(session = %self.id, dir = %dir.display(), error = %e, "cannot write the spool file");
+                let dir = self.cfg.control.spooldir.display();
+                tracing::error!(session = %self.id, dir = %dir, error = %e, "cannot write the spool file");
                 self.end_transaction();
                 return self
-                    .finish_data(&envelope, decoder.size, started, SPOOL_FAILURE.into(), end)
+                    .finish_data(
+                        &envelope,
+                        size,
+                        started,
+                        SPOOL_FAILURE.into(),
+                        BodyEnd::Complete,
+                    )
                     .await;
             }
         };
@@ -107,7 +148,7 @@ impl Session {
             JobResult::Failed(r) => r,
         };
         drop(spooled);
-        self.finish_data(&envelope, decoder.size, started, reply, BodyEnd::Complete)
+        self.finish_data(&envelope, size, started, reply, BodyEnd::Complete)
             .await
     }
 

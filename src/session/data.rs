@@ -4,6 +4,7 @@
 //! backend needs the whole message first, [`super::body`] takes over after
 //! the `[data]` hook.
 
+use super::body::PendingMessage;
 use super::io::IoEnd;
 use super::{Flow, Session, Verdict};
 use crate::config::plugins::Hook;
@@ -32,6 +33,9 @@ pub(crate) enum BodyEnd {
 impl Session {
     /// DATA
     pub(crate) async fn data(&mut self) -> Flow {
+        if self.chunked.is_some() {
+            return self.simple(text::DATA_AFTER_BDAT);
+        }
         match &self.tx {
             None => return self.simple(text::MAIL_FIRST),
             Some(tx) if tx.recipients.is_empty() => return self.simple(text::RCPT_FIRST),
@@ -45,25 +49,18 @@ impl Session {
             Verdict::Disconnect => return Flow::Close(0),
             Verdict::Accept | Verdict::AcceptSkipChecks => {}
         }
-        let Some(tx) = self.tx.take() else {
+        let Some(msg) = self.take_transaction() else {
             return Flow::Continue;
         };
-        let eight_bit = tx.eight_bit;
-        let envelope = Envelope {
-            sender: tx.sender,
-            recipients: tx.recipients,
-        };
-        let backend = self.backend();
-        let body_hooks = !self.spp.off
-            && self
-                .spp
-                .plugins
-                .as_ref()
-                .is_some_and(|t| !t.for_hook(Hook::Body).is_empty());
-        if body_hooks || backend.needs_spool() {
-            return Box::pin(self.data_spooled(envelope, eight_bit, backend, body_hooks)).await;
+        if msg.body_hooks || msg.backend.needs_spool() {
+            return Box::pin(self.data_spooled(msg)).await;
         }
-        let started = Instant::now();
+        let PendingMessage {
+            envelope,
+            backend,
+            started,
+            ..
+        } = msg;
         let limit = self.cfg.control.timeout;
         let mut job = match Job::start(&backend, &self.env, &self.cfg.home, &envelope, limit).await
         {
@@ -88,6 +85,29 @@ impl Session {
         };
         self.finish_data(&envelope, decoder.size, started, reply, end)
             .await
+    }
+
+    /// Ends the open transaction for its message: the envelope, the
+    /// backend, and whether `[body]` plugins will read it.
+    pub(crate) fn take_transaction(&mut self) -> Option<PendingMessage> {
+        let tx = self.tx.take()?;
+        let backend = self.backend();
+        let body_hooks = !self.spp.off
+            && self
+                .spp
+                .plugins
+                .as_ref()
+                .is_some_and(|t| !t.for_hook(Hook::Body).is_empty());
+        Some(PendingMessage {
+            envelope: Envelope {
+                sender: tx.sender,
+                recipients: tx.recipients,
+            },
+            eight_bit: tx.eight_bit,
+            backend,
+            body_hooks,
+            started: Instant::now(),
+        })
     }
 
     /// Logs the transaction and sends the final reply (or ends the
@@ -171,6 +191,7 @@ impl Session {
             {
                 Some(text::TOO_BIG.into())
             }
+            BodyEnd::Complete if decoder.bare_lf => Some(text::BARE_LF.into()),
             BodyEnd::Complete if decoder.bare_cr => Some(text::BARE_CR.into()),
             BodyEnd::Complete => None,
         }
@@ -211,9 +232,7 @@ impl Session {
             chunk.clear();
             let (n, progress) = decoder.feed(self.io.buffered(), chunk);
             self.io.consume(n);
-            let refused = decoder.hops >= MAX_HOPS
-                || (databytes > 0 && decoder.size > databytes)
-                || decoder.bare_cr;
+            let refused = refuses(decoder, databytes);
             if !refused && !chunk.is_empty() {
                 sink.write(chunk).await;
             }
@@ -224,6 +243,15 @@ impl Session {
             }
         }
     }
+}
+
+/// Whether what was decoded so far already refuses the message, so
+/// nothing more need be stored.
+pub(crate) fn refuses(decoder: &DataDecoder, databytes: u64) -> bool {
+    decoder.hops >= MAX_HOPS
+        || (databytes > 0 && decoder.size > databytes)
+        || decoder.bare_cr
+        || decoder.bare_lf
 }
 
 /// Where the body goes while it is read: the queue directly, or the spool.

@@ -4,6 +4,7 @@
 
 mod auth;
 mod body;
+mod chunking;
 mod data;
 pub mod env;
 mod helo;
@@ -201,6 +202,9 @@ pub struct Session {
     pub(crate) downstream: Option<Box<crate::queue::forward::Transaction>>,
     /// The spooled message while `[body]` plugins run (their stdin).
     pub(crate) body_file: Option<std::path::PathBuf>,
+    /// The message being received in BDAT chunks, between its first and
+    /// its `LAST` chunk (the transaction is ended; `tx` is `None`).
+    pub(crate) chunked: Option<Box<chunking::ChunkedMessage>>,
 }
 
 impl Session {
@@ -232,6 +236,7 @@ impl Session {
             initial_env: SessionEnv::default(),
             downstream: None,
             body_file: None,
+            chunked: None,
         }
     }
 
@@ -258,14 +263,19 @@ impl Session {
             Flow::Close(code) => code,
         };
         let _ = self.io.flush().await;
+        let open = match (&self.tx, &self.chunked) {
+            (Some(tx), _) => Some((tx.sender.clone(), tx.recipients.len())),
+            (None, Some(c)) => Some(c.envelope_summary()),
+            (None, None) => None,
+        };
         self.end_transaction();
-        if let Some(tx) = &self.tx {
+        if let Some((sender, rcpts)) = open {
             tracing::info!(
                 session = %self.id,
                 client = %crate::logging::quoted(&self.client.remote_ip),
                 helo = %crate::logging::quoted(&self.helo),
-                from = %crate::logging::quoted(&tx.sender),
-                rcpts = tx.recipients.len(),
+                from = %crate::logging::quoted(&sender),
+                rcpts,
                 verdicts = %crate::logging::quoted(self.verdicts.join(" ").as_bytes()),
                 result = %crate::logging::quoted(b"abandoned"),
                 "transaction"
@@ -344,7 +354,7 @@ impl Session {
     /// Reads and dispatches commands until the session ends.
     async fn command_loop(&mut self) -> i32 {
         loop {
-            self.io.busy = self.tx.is_some();
+            self.io.busy = self.tx.is_some() || self.chunked.is_some();
             let line = match self.io.read_line().await {
                 Ok(Line::Complete(l)) => l,
                 Ok(Line::TooLong) => {
@@ -403,7 +413,9 @@ impl Session {
             // Boxed: the handshake's state is only allocated during STARTTLS.
             Verb::Starttls => Box::pin(self.starttls()).await,
             Verb::Auth => Box::pin(self.auth(cmd.arg)).await,
-            Verb::Bdat | Verb::Unknown => self.simple(text::UNIMPLEMENTED),
+            // Boxed like DATA.
+            Verb::Bdat => Box::pin(self.bdat(cmd.arg)).await,
+            Verb::Unknown => self.simple(text::UNIMPLEMENTED),
         }
     }
 
@@ -442,9 +454,11 @@ impl Session {
         }
     }
 
-    /// Ends the downstream transaction, if one is open (RSET, a new MAIL
-    /// or HELO, STARTTLS, the end of the session).
+    /// Ends the downstream transaction, if one is open, and drops a
+    /// message being received in chunks (RSET, a new MAIL or HELO,
+    /// STARTTLS, the end of the session).
     pub(crate) fn end_transaction(&mut self) {
+        self.chunked = None;
         if let Some(t) = self.downstream.take() {
             t.abandon();
         }

@@ -7,6 +7,7 @@ mod util;
 mod binary;
 mod body_hook;
 mod check;
+mod chunking;
 mod content_filters;
 mod daemon;
 mod downstream;
