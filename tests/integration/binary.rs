@@ -283,7 +283,7 @@ fn tcpserver_stdio_with_swaks() {
 }
 
 /// Sends `batch` in one write and reads `n` reply lines.
-fn pipelined(port: u16, batch: &str, n: usize) -> Vec<String> {
+pub(crate) fn pipelined(port: u16, batch: impl AsRef<[u8]>, n: usize) -> Vec<String> {
     let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -291,7 +291,7 @@ fn pipelined(port: u16, batch: &str, n: usize) -> Vec<String> {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
-    (&stream).write_all(batch.as_bytes()).unwrap();
+    (&stream).write_all(batch.as_ref()).unwrap();
     (0..n)
         .map(|_| {
             let mut l = String::new();

@@ -1,9 +1,15 @@
-//! CHUNKING / BDAT (RFC 3030) through the in-memory session driver: chunk
-//! boundaries anywhere, pipelining, refusals that consume their chunk,
-//! size limits, and the smuggling cases (nothing inside a chunk is ever a
-//! command or a second message; bare CR and LF are refused).
+//! CHUNKING / BDAT (RFC 3030): chunk boundaries anywhere, pipelining,
+//! refusals that consume their chunk, size limits, and the smuggling cases
+//! (nothing inside a chunk is ever a command or a second message; bare CR
+//! and LF are refused), through the in-memory session driver; then raw
+//! clients against the real binary under tcpserver, and a message received
+//! in chunks forwarded to a real Postfix with DATA.
 
+use crate::binary::pipelined;
+use crate::util::mta::PrivatePostfix;
+use crate::util::process::Server;
 use crate::util::{strip_received_date, Driver, TestHome};
+use std::time::Duration;
 
 const LOCAL: &[(&str, &str)] = &[("TCPREMOTEIP", "127.0.0.1"), ("TCPLOCALIP", "127.0.0.1")];
 const MAIL_FIRST: &str = "503 MAIL first (#5.5.1)";
@@ -370,4 +376,81 @@ async fn a_connection_lost_mid_chunk_leaves_nothing() {
     let spool = home.dir().join("spool");
     let left = std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "spool files left in {}", spool.display());
+}
+
+#[test]
+fn raw_client_under_tcpserver_smuggles_nothing() {
+    let home = TestHome::new();
+    let server = Server::tcpserver(&home, &[]);
+    let smuggle: &[u8] = b"Subject: raw\r\n\r\nhi\r\n.\r\nMAIL FROM:<evil@x.test>\r\nRCPT TO:<bob@ref.test>\r\nDATA\r\nSubject: smuggled\r\n\r\n.\r\n";
+    let mut batch =
+        b"EHLO raw.test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<bob@ref.test>\r\n".to_vec();
+    batch.extend(bdat(&smuggle[..20], false));
+    batch.extend(bdat(&smuggle[20..], false));
+    batch.extend(bdat(b"", true));
+    // A second transaction whose chunks hold CR.CR and LF.LF.
+    batch.extend(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@ref.test>\r\n");
+    batch.extend(bdat(b"x\r\n.\r.\rMAIL FROM:<evil@x.test>\r\n", true));
+    batch.extend(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@ref.test>\r\n");
+    batch.extend(bdat(b"x\n.\nMAIL FROM:<evil@x.test>\r\n", true));
+    batch.extend(b"QUIT\r\n");
+    let replies = pipelined(server.port, &batch, 17);
+    assert_eq!(
+        replies[5..9],
+        [
+            "250 ok",
+            "250 ok",
+            "250 ok 20 octets",
+            &format!("250 ok {} octets", smuggle.len() - 20)
+        ]
+    );
+    assert!(replies[9].starts_with("250 ok "), "{replies:?}");
+    assert_eq!(
+        replies[10..],
+        [
+            "250 ok",
+            "250 ok",
+            BARE_CR,
+            "250 ok",
+            "250 ok",
+            BARE_LF,
+            "221 mx.ref.test"
+        ][..],
+        "{replies:?}"
+    );
+    let msgs = home.maildir();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(
+        body_of(&msgs[0]),
+        "Subject: raw\n\nhi\n.\nMAIL FROM:<evil@x.test>\nRCPT TO:<bob@ref.test>\nDATA\nSubject: smuggled\n\n.\n"
+    );
+}
+
+#[test]
+fn a_message_in_chunks_is_forwarded_to_postfix_with_data() {
+    let home = TestHome::new();
+    let Some(pf) = PrivatePostfix::start(home.dir(), &["bob"]) else {
+        return;
+    };
+    home.control("rcpthosts", "example.test\n");
+    home.control("queue", format!("smtp 127.0.0.1:{}\n", pf.port));
+    let server = Server::tcpserver(&home, &[]);
+    // Lines that need dot-stuffing on the way out, a CRLF split across
+    // chunks, and no line end at the very end.
+    let msg: &[u8] = b"Subject: chunks\r\n\r\n.\r\n..two\r\n.three\r\nlast";
+    let mut batch =
+        b"EHLO raw.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<bob@example.test>\r\n".to_vec();
+    batch.extend(bdat(&msg[..18], false));
+    batch.extend(bdat(&msg[18..], true));
+    batch.extend(b"QUIT\r\n");
+    let replies = pipelined(server.port, &batch, 10);
+    assert!(replies[8].starts_with("250 ok"), "{replies:?}");
+    assert_eq!(replies[9], "221 mx.ref.test");
+    let stored = pf.wait_messages("bob", 1, Duration::from_secs(30));
+    let text = String::from_utf8_lossy(&stored[0]);
+    assert!(
+        text.contains("\nSubject: chunks\n") && text.ends_with("\n\n.\n..two\n.three\nlast\n"),
+        "{text}"
+    );
+    assert!(text.contains("Return-Path: <a@sender.test>"), "{text}");
 }
