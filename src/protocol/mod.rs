@@ -1,5 +1,5 @@
 //! Pure, synchronous SMTP protocol pieces: command lines, replies, envelope
-//! addresses, the DATA decoder and the Received: line. Nothing here does I/O,
+//! addresses, the DATA and BDAT decoder and the Received: line. Nothing here does I/O,
 //! so everything is table-tested and fuzzable.
 
 pub mod address;
@@ -31,6 +31,22 @@ mod robustness {
             let (n, _) = d.feed(&input, &mut out);
             assert!(n <= input.len());
             assert_eq!(d.size, out.len() as u64);
+            let mut chunked = data::DataDecoder::chunked();
+            let mut stored = Vec::new();
+            let (n, _) = chunked.feed(&input, &mut stored);
+            assert_eq!(n, input.len(), "a chunk is always consumed whole");
+            chunked.finish_chunks(&mut stored);
+            assert_eq!(chunked.size, stored.len() as u64);
+            if !chunked.bare_cr && !chunked.bare_lf {
+                // What may be stored is whole lines and never a CR.
+                assert!(stored.is_empty() || stored.ends_with(b"\n"));
+                assert!(!stored.contains(&b'\r'));
+            }
+            if command::parse_bdat(&input).is_some() {
+                assert!(input
+                    .first()
+                    .is_some_and(|b| b.is_ascii_digit() || *b == b' '));
+            }
             let _ = crate::plugin::directive::Directive::parse(&input);
             if let Some((code, _, text)) = reply::parse_line(&input) {
                 assert!((100..1000).contains(&code));
