@@ -10,6 +10,7 @@ mod check;
 mod content_filters;
 mod daemon;
 mod downstream;
+mod enhanced_status;
 mod examples;
 mod mta_harness;
 mod nothing_lost;
