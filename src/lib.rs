@@ -3,7 +3,7 @@
 //!
 //! Architecture map:
 //! - [`protocol`]: pure SMTP pieces (command lines, addresses, DATA decoding,
-//!   Received: line, replies). No I/O.
+//!   Received: line, replies and their enhanced status codes). No I/O.
 //! - [`config`]: qmail control files and `smtpplugins` → an immutable
 //!   [`config::Config`] snapshot; `check` diagnostics with file:line.
 //! - [`plugin`]: running one plugin (environment, timeout, output limits,

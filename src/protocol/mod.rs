@@ -1,11 +1,13 @@
 //! Pure, synchronous SMTP protocol pieces: command lines, replies, envelope
-//! addresses, the DATA and BDAT decoder and the Received: line. Nothing here does I/O,
-//! so everything is table-tested and fuzzable.
+//! addresses, the DATA and BDAT decoder, the Received: line and enhanced
+//! status codes. Nothing here does I/O, so everything is table-tested and
+//! fuzzable.
 
 pub mod address;
 pub mod command;
 pub mod data;
 pub mod encode;
+pub mod enhanced;
 pub mod received;
 pub mod reply;
 
@@ -51,6 +53,21 @@ mod robustness {
             if let Some((code, _, text)) = reply::parse_line(&input) {
                 assert!((100..1000).contains(&code));
                 assert!(text.len() + 3 <= input.len());
+            }
+            let reply = [&b"550 "[..], &input].concat();
+            for line in [&input, &reply] {
+                for context in [
+                    enhanced::ReplyContext::Exempt,
+                    enhanced::ReplyContext::Rcpt,
+                    enhanced::ReplyContext::Other,
+                ] {
+                    // At most a code and a space are added, after the reply code.
+                    let out = enhanced::annotate(line, context);
+                    let added = out.len() - line.len();
+                    assert!(added == 0 || (5..=10).contains(&added));
+                    assert!(out.starts_with(&line[..line.len().min(3)]));
+                    assert!(out.ends_with(&line[line.len().min(4)..]));
+                }
             }
             let mut enc = encode::DataEncoder::default();
             let mut wire = Vec::new();

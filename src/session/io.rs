@@ -3,6 +3,7 @@
 //! buffer that is flushed before every read, so a pipelined batch gets all
 //! its replies in order, in as few writes as possible.
 
+use crate::protocol::enhanced::{self, ReplyContext};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -89,6 +90,11 @@ pub struct SmtpIo {
     pub busy: bool,
     /// A message body is being read: use a large buffer.
     pub bulk: bool,
+    /// ENHANCEDSTATUSCODES is on: every reply gets its code here.
+    pub enhanced: bool,
+    /// What the replies being queued answer (set per command), for their
+    /// enhanced status codes; the greeting is sent in the exempt default.
+    pub context: ReplyContext,
 }
 
 impl SmtpIo {
@@ -104,12 +110,19 @@ impl SmtpIo {
             stop: StopSignals::default(),
             busy: false,
             bulk: false,
+            enhanced: false,
+            context: ReplyContext::Exempt,
         }
     }
 
-    /// Queues one reply line (CRLF is added).
+    /// Queues one reply line (CRLF is added), with its enhanced status
+    /// code when those are on.
     pub fn reply(&mut self, line: impl AsRef<[u8]>) {
-        self.out.extend_from_slice(line.as_ref());
+        if self.enhanced {
+            enhanced::annotate_into(line.as_ref(), self.context, &mut self.out);
+        } else {
+            self.out.extend_from_slice(line.as_ref());
+        }
         self.out.extend_from_slice(b"\r\n");
     }
 

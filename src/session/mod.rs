@@ -17,6 +17,7 @@ mod tls;
 use crate::config::plugins::{Hook, PluginTable};
 use crate::config::Config;
 use crate::protocol::command::{Command, Verb};
+use crate::protocol::enhanced::ReplyContext;
 use crate::protocol::reply::text;
 use crate::queue::Backend;
 use env::SessionEnv;
@@ -211,8 +212,10 @@ impl Session {
     /// Prepares a session over a connection with the given environment.
     pub fn new(stream: io::BoxStream, cfg: Arc<Config>, env: SessionEnv, id: String) -> Self {
         let client = ClientInfo::from_env(&env, cfg.control.databytes);
+        let mut io = SmtpIo::new(stream, cfg.control.timeout);
+        io.enhanced = cfg.control.extensions.enhanced_status_codes;
         Session {
-            io: SmtpIo::new(stream, cfg.control.timeout),
+            io,
             helo: client.remote_host.clone(),
             client,
             cfg,
@@ -355,6 +358,7 @@ impl Session {
     async fn command_loop(&mut self) -> i32 {
         loop {
             self.io.busy = self.tx.is_some() || self.chunked.is_some();
+            self.io.context = ReplyContext::Other;
             let line = match self.io.read_line().await {
                 Ok(Line::Complete(l)) => l,
                 Ok(Line::TooLong) => {
@@ -387,6 +391,7 @@ impl Session {
 
     /// Runs one command.
     async fn dispatch(&mut self, cmd: Command) -> Flow {
+        self.io.context = ReplyContext::of(cmd.verb);
         match cmd.verb {
             Verb::Helo => self.helo(cmd.arg, false).await,
             Verb::Ehlo => self.helo(cmd.arg, true).await,

@@ -454,3 +454,21 @@ fn a_message_in_chunks_is_forwarded_to_postfix_with_data() {
     );
     assert!(text.contains("Return-Path: <a@sender.test>"), "{text}");
 }
+
+#[tokio::test]
+async fn chunk_replies_carry_enhanced_codes_when_switched_on() {
+    let home = TestHome::new();
+    home.control("enhancedstatuscodes", "1\n");
+    let mut s = home.session(LOCAL).await;
+    s.greeting().await;
+    s.cmd("EHLO client.test").await.code(250);
+    s.send(bdat(b"x\r\n", true)).await;
+    s.reply().await.all(&["503 5.5.1 MAIL first (#5.5.1)"]);
+    s.cmd("MAIL FROM:<a@example.org>").await.code(250);
+    s.cmd("RCPT TO:<bob@ref.test>").await.code(250);
+    s.send(bdat(b"Subject: e\r\n", false)).await;
+    s.reply().await.all(&["250 2.0.0 ok 12 octets"]);
+    s.send(bdat(b"\r\nbody\r\n", true)).await;
+    let r = s.reply().await;
+    assert!(r.last().starts_with("250 2.0.0 ok "), "{r:?}");
+}

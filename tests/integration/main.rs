@@ -11,6 +11,7 @@ mod chunking;
 mod content_filters;
 mod daemon;
 mod downstream;
+mod enhanced_status;
 mod examples;
 mod mta_harness;
 mod nothing_lost;
