@@ -52,6 +52,7 @@ impl Session {
         let envelope = Envelope {
             sender: tx.sender,
             recipients: tx.recipients,
+            smtputf8: tx.smtputf8,
         };
         let backend = self.backend();
         let body_hooks = !self.spp.off
