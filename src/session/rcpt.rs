@@ -117,6 +117,7 @@ impl Session {
             let params = MailParams {
                 size: tx.declared_size,
                 eight_bit: tx.eight_bit,
+                smtputf8: tx.smtputf8,
             };
             let (sender, earlier) = (tx.sender.clone(), tx.recipients.clone());
             let mut t = match d.begin(&self.id, &sender, params).await {
