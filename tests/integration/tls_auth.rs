@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 /// A home with a certificate and the test checkpassword.
-fn tls_home() -> TestHome {
+pub(crate) fn tls_home() -> TestHome {
     let home = TestHome::new();
     home.install_cert();
     home.install_checkpassword();
@@ -50,7 +50,7 @@ fn smtplib_tls(port: u16, user: &str, password: &str, mech: &str, rcpts: &[&str]
     format!("{}{}", out.stdout, out.stderr)
 }
 
-fn serve_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+pub(crate) fn serve_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![
         "--checkpassword",
         "bin/checkpassword",
