@@ -4,6 +4,7 @@
 use super::cdb::Cdb;
 use super::queue::QueueSetting;
 use super::ConfigError;
+use crate::protocol::address::idna_forms;
 use std::collections::HashSet;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -272,8 +273,10 @@ impl Control {
         })
     }
 
-    /// Whether `addr` is in badmailfrom (whole address or `@domain`).
-    pub fn is_bad_sender(&self, addr: &[u8]) -> bool {
+    /// Whether `addr` is in badmailfrom (whole address or `@domain`). With
+    /// `idna` (an SMTPUTF8 transaction) the domain's other IDNA forms
+    /// (A-label, U-label) are looked up too.
+    pub fn is_bad_sender(&self, addr: &[u8], idna: bool) -> bool {
         if self.badmailfrom.is_empty() {
             return false;
         }
@@ -281,21 +284,43 @@ impl Control {
         if self.badmailfrom.contains(&lower) {
             return true;
         }
-        match lower.iter().rposition(|&b| b == b'@') {
-            Some(i) => self.badmailfrom.contains(&lower[i..]),
-            None => false,
+        let Some(at) = lower.iter().rposition(|&b| b == b'@') else {
+            return false;
+        };
+        if self.badmailfrom.contains(&lower[at..]) {
+            return true;
         }
+        idna && idna_forms(&lower[at + 1..]).iter().any(|domain| {
+            let at_domain = [b"@", domain.as_slice()].concat();
+            self.badmailfrom.contains(&at_domain)
+                || self
+                    .badmailfrom
+                    .contains(&[&lower[..at], at_domain.as_slice()].concat())
+        })
     }
 
     /// Whether rcpthosts allows `addr` (no `@`, or no rcpthosts file: yes).
-    pub fn rcpt_allowed(&self, addr: &[u8]) -> io::Result<bool> {
+    /// With `idna` (an SMTPUTF8 transaction) the domain's other IDNA forms
+    /// (A-label, U-label) are looked up too, each with the suffix rule.
+    pub fn rcpt_allowed(&self, addr: &[u8], idna: bool) -> io::Result<bool> {
         let Some(rh) = &self.rcpthosts else {
             return Ok(true);
         };
-        match crate::protocol::address::host_of(addr) {
-            None => Ok(true),
-            Some(host) => rh.allows(&host.to_ascii_lowercase()),
+        let Some(host) = crate::protocol::address::host_of(addr) else {
+            return Ok(true);
+        };
+        let host = host.to_ascii_lowercase();
+        if rh.allows(&host)? {
+            return Ok(true);
         }
+        if idna {
+            for form in idna_forms(&host) {
+                if rh.allows(&form)? {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -342,6 +367,57 @@ mod tests {
             hosts: entries.iter().map(|e| e.as_bytes().to_vec()).collect(),
             more: None,
             more_path: PathBuf::new(),
+        }
+    }
+
+    /// A snapshot with these rcpthosts and badmailfrom entries.
+    fn control(rcpthosts: &[&str], badmailfrom: &[&str]) -> Control {
+        Control {
+            me: None,
+            greeting: b"mx.test".to_vec(),
+            localiphost: None,
+            timeout: Duration::from_secs(1),
+            rcpthosts: Some(hosts(rcpthosts)),
+            badmailfrom: badmailfrom.iter().map(|e| e.as_bytes().to_vec()).collect(),
+            databytes: 0,
+            plugin_timeout: Duration::from_secs(1),
+            queue: None,
+            spooldir: PathBuf::new(),
+            extensions: Extensions::default(),
+        }
+    }
+
+    #[test]
+    fn idna_forms_match_only_when_asked() {
+        let c = control(
+            &["xn--fsqu00a.xn--4rr70v", "bücher.example", ".xn--4rr70v"],
+            &["@例子.广告", "bad@xn--bcher-kva.example"],
+        );
+        let allowed = |a: &str, idna| c.rcpt_allowed(a.as_bytes(), idna).unwrap();
+        for (addr, plain, idna) in [
+            ("用户@xn--fsqu00a.xn--4rr70v", true, true),
+            ("用户@例子.广告", false, true),
+            ("用户@XN--BCHER-KVA.example", false, true),
+            ("x@BÜCHER.example", false, true),
+            ("x@bücher.example", true, true),
+            ("x@sub.广告", false, true),
+            ("x@广告", false, false),
+            ("x@xn--zz.example", false, false),
+            ("x@\u{fc}\u{ff}.example", false, false),
+        ] {
+            assert_eq!(allowed(addr, false), plain, "{addr} without SMTPUTF8");
+            assert_eq!(allowed(addr, true), idna, "{addr} with SMTPUTF8");
+        }
+        for (addr, plain, idna) in [
+            ("a@例子.广告", true, true),
+            ("A@XN--FSQU00A.XN--4RR70V", false, true),
+            ("bad@bücher.example", false, true),
+            ("BAD@xn--bcher-kva.example", true, true),
+            ("good@bücher.example", false, false),
+            ("bad", false, false),
+        ] {
+            assert_eq!(c.is_bad_sender(addr.as_bytes(), false), plain, "{addr}");
+            assert_eq!(c.is_bad_sender(addr.as_bytes(), true), idna, "{addr}");
         }
     }
 

@@ -96,6 +96,46 @@ pub fn host_of(addr: &[u8]) -> Option<&[u8]> {
         .map(|i| &addr[i + 1..])
 }
 
+/// The other spellings of an internationalized domain name (RFC 5890),
+/// for comparing it with control files in an SMTPUTF8 transaction: for a
+/// name with non-ASCII labels (U-labels), its A-label form (`xn--...`) and
+/// its Unicode form after UTS #46 mapping (lower case, normalized, `。` as
+/// `.`); for an ASCII name with `xn--` labels, its Unicode form. A form
+/// equal to the name as written (ASCII lower-cased) is left out.
+///
+/// Empty when there is no other form: an ASCII name without `xn--` labels,
+/// an address literal, or a name IDNA refuses (not UTF-8, bad Punycode,
+/// an empty label, a label over 63 or a name over 253 octets).
+pub fn idna_forms(domain: &[u8]) -> Vec<Vec<u8>> {
+    use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
+    let a_label = |l: &[u8]| l.len() >= 4 && l[..4].eq_ignore_ascii_case(b"xn--");
+    if domain.is_ascii() && !domain.split(|&b| b == b'.').any(a_label) {
+        return Vec::new();
+    }
+    let uts46 = Uts46::new();
+    let Ok(ascii) = uts46.to_ascii(
+        domain,
+        AsciiDenyList::EMPTY,
+        Hyphens::Allow,
+        DnsLength::Verify,
+    ) else {
+        return Vec::new();
+    };
+    let (unicode, valid) = uts46.to_unicode(ascii.as_bytes(), AsciiDenyList::EMPTY, Hyphens::Allow);
+    let written = domain.to_ascii_lowercase();
+    let mut forms: Vec<Vec<u8>> = Vec::with_capacity(2);
+    let candidates = [
+        Some(ascii.as_bytes()),
+        valid.is_ok().then_some(unicode.as_bytes()),
+    ];
+    for form in candidates.into_iter().flatten() {
+        if form != written.as_slice() && !forms.iter().any(|f| f == form) {
+            forms.push(form.to_vec());
+        }
+    }
+    forms
+}
+
 /// Whether `addr` has the plain `local@domain` form (or a bare local
 /// part) that another MTA reads exactly as we do. qmail's parser accepts
 /// more (`a,b@x`, `a%b@x`, `"a@b"@x`, several `@`), and our rcpthosts check
@@ -192,6 +232,82 @@ mod tests {
     fn host_is_after_last_at() {
         assert_eq!(host_of(b"a@b@c"), Some(&b"c"[..]));
         assert_eq!(host_of(b"ab"), None);
+    }
+
+    #[test]
+    fn idna_form_table() {
+        let long_u = format!("{}.example", "\u{fc}".repeat(60));
+        let long_a = format!("xn--{}.example", "a".repeat(60));
+        let long_name = format!("\u{fc}.{}", "abcdefghi.".repeat(26));
+        let table: &[(&[u8], &[&str])] = &[
+            // U-labels: the A-label, and the mapped form when it differs.
+            ("例子.广告".as_bytes(), &["xn--fsqu00a.xn--4rr70v"]),
+            ("bücher.example".as_bytes(), &["xn--bcher-kva.example"]),
+            (
+                "BÜCHER.Example".as_bytes(),
+                &["xn--bcher-kva.example", "bücher.example"],
+            ),
+            (
+                "例子。广告".as_bytes(),
+                &["xn--fsqu00a.xn--4rr70v", "例子.广告"],
+            ),
+            (
+                "xn--fsqu00a.广告".as_bytes(),
+                &["xn--fsqu00a.xn--4rr70v", "例子.广告"],
+            ),
+            // A-labels: the Unicode form.
+            (b"xn--fsqu00a.xn--4rr70v", &["例子.广告"]),
+            (b"XN--FSQU00A.Xn--4Rr70V", &["例子.广告"]),
+            (b"xn--bcher-kva.example", &["bücher.example"]),
+            (b"sub.xn--bcher-kva.example", &["sub.bücher.example"]),
+            // No other form.
+            (b"ref.test", &[]),
+            (b"REF.test", &[]),
+            (b"xn-ref.test", &[]),
+            (b"[127.0.0.1]", &[]),
+            (b"", &[]),
+            // Hostile input: not UTF-8, bad Punycode, empty labels,
+            // over-long labels and names, characters IDNA forbids.
+            (b"\xff\xfe.example", &[]),
+            (b"b\xc3.example", &[]),
+            (b"\xc3\xbc\xff.example", &[]),
+            (b"xn--.example", &[]),
+            (b"xn--a.example", &[]),
+            (b"xn--ab-.example", &[]),
+            (b"xn--999999999999999.example", &[]),
+            (b"xn--zz\xc3\xbc.example", &[]),
+            ("例子..广告".as_bytes(), &[]),
+            (".bücher.example".as_bytes(), &[]),
+            ("bücher.example.".as_bytes(), &[]),
+            (long_u.as_bytes(), &[]),
+            (long_a.as_bytes(), &[]),
+            (long_name.as_bytes(), &[]),
+            ("a\u{2028}ü.example".as_bytes(), &[]),
+            ("\u{fffd}.example".as_bytes(), &[]),
+        ];
+        for &(domain, want) in table {
+            let got = idna_forms(domain);
+            let got: Vec<String> = got
+                .iter()
+                .map(|f| String::from_utf8(f.clone()).expect("forms are UTF-8"))
+                .collect();
+            assert_eq!(got, want, "domain {}", domain.escape_ascii());
+        }
+    }
+
+    #[test]
+    fn idna_forms_round_trip() {
+        for domain in [
+            "例子.广告",
+            "bücher.example",
+            "пример.испытание",
+            "ü.ß.example",
+        ] {
+            let forms = idna_forms(domain.as_bytes());
+            let ascii = &forms[0];
+            assert!(ascii.is_ascii(), "{domain}");
+            assert_eq!(idna_forms(ascii), vec![domain.as_bytes().to_vec()]);
+        }
     }
 
     #[test]

@@ -28,6 +28,9 @@ mod robustness {
             if let Some(a) = address::parse(&input, |_| true, Some(b"me")) {
                 assert!(a.len() <= address::MAX_ADDRESS_LEN + 2);
             }
+            for form in address::idna_forms(&input) {
+                assert!(std::str::from_utf8(&form).is_ok() && form.len() <= 4 * 253);
+            }
             let mut d = data::DataDecoder::default();
             let mut out = Vec::new();
             let (n, _) = d.feed(&input, &mut out);

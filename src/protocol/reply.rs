@@ -65,6 +65,10 @@ pub mod text {
     /// Sender listed in badmailfrom, reported at RCPT.
     pub const BADMAILFROM: &str =
         "553 sorry, your envelope sender is in my badmailfrom list (#5.7.1)";
+    /// MAIL with `SMTPUTF8` whose sender is not UTF-8 (RFC 6531 §3.3).
+    pub const SENDER_NOT_UTF8: &str = "553 sorry, that address is not valid UTF-8 (#5.1.7)";
+    /// RCPT in an SMTPUTF8 transaction whose recipient is not UTF-8.
+    pub const RCPT_NOT_UTF8: &str = "553 sorry, that address is not valid UTF-8 (#5.1.3)";
     /// Recipient domain not in rcpthosts.
     pub const NOT_RCPTHOST: &str =
         "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)";

@@ -240,6 +240,7 @@ mod tests {
         let e = Envelope {
             sender: b"a\r\nX: y".to_vec(),
             recipients: vec![b"b@x".to_vec(), b"c@y".to_vec()],
+            smtputf8: false,
         };
         assert_eq!(
             String::from_utf8(envelope_headers(&e)).unwrap(),
@@ -258,6 +259,7 @@ mod tests {
         let env = Envelope {
             sender: b"a@b".to_vec(),
             recipients: vec![b"c@d".to_vec()],
+            smtputf8: false,
         };
         let mut job = MaildirJob::start(&dir, &env).await.unwrap();
         let line = vec![b'x'; 1000];

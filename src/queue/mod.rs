@@ -75,6 +75,10 @@ pub struct Envelope {
     pub sender: Vec<u8>,
     /// RCPT TO addresses, in order.
     pub recipients: Vec<Vec<u8>>,
+    /// The client declared SMTPUTF8: qmail-queue gets `SMTPUTF8=1`, a
+    /// downstream gets the parameter (or the message is downgraded or
+    /// refused, see [`forward`]).
+    pub smtputf8: bool,
 }
 
 /// A message being written to a backend.
@@ -108,7 +112,11 @@ impl Job {
     ) -> std::io::Result<Job> {
         Ok(match backend {
             Backend::QmailQueue(program) => Job::Qmail(Box::new(qmail_queue::QmailJob::start(
-                program, env, home, limit,
+                program,
+                env,
+                home,
+                limit,
+                envelope.smtputf8,
             )?)),
             Backend::Maildir(dir) => Job::Maildir(maildir::MaildirJob::start(dir, envelope).await?),
             Backend::Sendmail(_) | Backend::Forward(_) => {

@@ -1,5 +1,7 @@
 //! The qmail-queue program interface: message on fd 0, envelope on fd 1
-//! (`F` sender NUL, `T` recipient NUL ..., NUL), exit status → reply.
+//! (`F` sender NUL, `T` recipient NUL ..., NUL), exit status → reply. The
+//! program of an SMTPUTF8 transaction gets `SMTPUTF8=1` in its
+//! environment (addresses are then UTF-8); no other program gets it.
 
 use super::{Envelope, JobResult};
 use crate::session::env::SessionEnv;
@@ -26,18 +28,26 @@ pub struct QmailJob {
 }
 
 impl QmailJob {
-    /// Starts `program` with cwd `home` and the session's environment.
-    /// Errors only when no process could be created at all.
+    /// Starts `program` with cwd `home` and the session's environment,
+    /// with `SMTPUTF8=1` exactly when `smtputf8`. Errors only when no
+    /// process could be created at all.
     pub fn start(
         program: &Path,
         env: &SessionEnv,
         home: &Path,
         limit: Duration,
+        smtputf8: bool,
     ) -> std::io::Result<QmailJob> {
         let (tx, rx) = pipe::pipe()?;
         let rx = rx.into_blocking_fd()?;
         let no_args: [&str; 0] = [];
-        let spawned = crate::child::command(program, program.as_os_str(), no_args, env, home)
+        let mut cmd = crate::child::command(program, program.as_os_str(), no_args, env, home);
+        if smtputf8 {
+            cmd.env("SMTPUTF8", "1");
+        } else {
+            cmd.env_remove("SMTPUTF8");
+        }
+        let spawned = cmd
             .kill_on_drop(false)
             .stdin(Stdio::piped())
             .stdout(Stdio::from(rx))
@@ -180,11 +190,13 @@ mod tests {
         let e = Envelope {
             sender: b"a@example.org".to_vec(),
             recipients: vec![b"bob@ref.test".to_vec()],
+            smtputf8: false,
         };
         assert_eq!(envelope_bytes(&e), b"Fa@example.org\0Tbob@ref.test\0\0");
         let e = Envelope {
             sender: vec![],
             recipients: vec![b"x".to_vec(), b"y".to_vec()],
+            smtputf8: false,
         };
         assert_eq!(envelope_bytes(&e), b"F\0Tx\0Ty\0\0");
     }

@@ -178,11 +178,13 @@ mod tests {
         let e = Envelope {
             sender: vec![],
             recipients: vec![b"-oi@x".to_vec(), b"b@y".to_vec()],
+            smtputf8: false,
         };
         assert_eq!(arguments(&e), ["-i", "-f", "<>", "--", "-oi@x", "b@y"]);
         let e = Envelope {
             sender: b"a@x".to_vec(),
             recipients: vec![b"b@y".to_vec()],
+            smtputf8: false,
         };
         assert_eq!(arguments(&e), ["-i", "-f", "a@x", "--", "b@y"]);
     }
@@ -213,6 +215,7 @@ mod tests {
         let envelope = Envelope {
             sender: b"a@x".to_vec(),
             recipients: vec![b"b@y".to_vec()],
+            smtputf8: false,
         };
         let env = SessionEnv::default();
         let h = Handoff {

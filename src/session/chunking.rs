@@ -40,6 +40,11 @@ impl ChunkedMessage {
         let e = &self.msg.envelope;
         (e.sender.clone(), e.recipients.len())
     }
+
+    /// The message's transaction declared SMTPUTF8.
+    pub(crate) fn smtputf8(&self) -> bool {
+        self.msg.envelope.smtputf8
+    }
 }
 
 /// How the first BDAT of a transaction went.

@@ -102,6 +102,7 @@ impl Session {
             envelope: Envelope {
                 sender: tx.sender,
                 recipients: tx.recipients,
+                smtputf8: tx.smtputf8,
             },
             eight_bit: tx.eight_bit,
             backend,

@@ -24,6 +24,12 @@ impl Session {
             self.io.reply(text::SYNTAX);
             return Flow::Continue;
         };
+        // Without the extension the parameter is ignored, as qmail ignores
+        // every parameter it does not know.
+        let smtputf8 = self.cfg.control.extensions.smtputf8 && has_param(&arg, b"SMTPUTF8");
+        if smtputf8 && std::str::from_utf8(&addr).is_err() {
+            return self.simple(text::SENDER_NOT_UTF8);
+        }
         if self.client.databytes > 0 {
             if let Some(size) = declared_size(&arg) {
                 if size > self.client.databytes {
@@ -40,11 +46,12 @@ impl Session {
         if !self.spp.off {
             self.env.set("SMTPMAILFROM", &addr);
         }
+        self.announce_smtputf8(smtputf8);
         let verdict = self.run_hook(Hook::Mail, Some(&mut addr)).await;
         match verdict {
             Verdict::Refuse => return Flow::Continue,
             Verdict::Disconnect => return Flow::Close(0),
-            Verdict::Accept => self.bad_sender = self.cfg.control.is_bad_sender(&addr),
+            Verdict::Accept => self.bad_sender = self.cfg.control.is_bad_sender(&addr, smtputf8),
             Verdict::AcceptSkipChecks => {}
         }
         if !addr.is_empty() && !self.address_form_ok(&addr) {
@@ -56,6 +63,7 @@ impl Session {
             recipients: Vec::new(),
             eight_bit: has_param(&arg, b"BODY=8BITMIME"),
             declared_size: declared_size(&arg),
+            smtputf8,
         });
         self.io.reply("250 ok");
         Flow::Continue
@@ -97,6 +105,14 @@ mod tests {
         ));
         assert!(!has_param(b"FROM:<a@b> BODY=7BIT", b"BODY=8BITMIME"));
         assert!(!has_param(b"FROM:a@b BODY=8BITMIME", b"BODY=8BITMIME"));
+        let utf8 = "FROM:<jos\u{e9}@b> smtputf8".as_bytes();
+        assert!(has_param(utf8, b"SMTPUTF8"));
+        assert!(has_param(
+            b"FROM:<> SIZE=9 SMTPUTF8 BODY=8BITMIME",
+            b"SMTPUTF8"
+        ));
+        assert!(!has_param(b"FROM:<a@b> SMTPUTF8=yes", b"SMTPUTF8"));
+        assert!(!has_param(b"FROM:<SMTPUTF8@b>", b"SMTPUTF8"));
     }
 
     #[test]

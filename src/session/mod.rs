@@ -59,6 +59,10 @@ pub struct Transaction {
     pub eight_bit: bool,
     /// The client's `SIZE=` (passed on downstream at RCPT time).
     pub declared_size: Option<u64>,
+    /// The client declared `SMTPUTF8` (RFC 6531): addresses must be UTF-8,
+    /// domains match control files in their IDNA forms too, and the queue
+    /// and plugins are told (`SMTPUTF8=1`).
+    pub smtputf8: bool,
 }
 
 /// qmail-spp state (see the lifecycle table: what RSET, MAIL, DATA clear).
@@ -167,6 +171,10 @@ pub struct Session {
     pub(crate) helo: Vec<u8>,
     /// The open transaction, if any.
     pub(crate) tx: Option<Transaction>,
+    /// The transaction being received declared SMTPUTF8. Follows `tx`
+    /// after every command, and so lasts through DATA (which takes `tx` at
+    /// its start) for the Received: line; see [`Session::follow_smtputf8`].
+    pub(crate) smtputf8: bool,
     /// The sender of the last evaluated MAIL is in badmailfrom.
     pub(crate) bad_sender: bool,
     /// Plugin state.
@@ -222,6 +230,7 @@ impl Session {
             env,
             id,
             tx: None,
+            smtputf8: false,
             bad_sender: false,
             spp: SppState::default(),
             backend: None,
@@ -367,7 +376,9 @@ impl Session {
                 }
                 Err(end) => return self.io_ended(end).await,
             };
-            if let Flow::Close(code) = self.dispatch(Command::parse(&line)).await {
+            let flow = self.dispatch(Command::parse(&line)).await;
+            self.follow_smtputf8();
+            if let Flow::Close(code) = flow {
                 return code;
             }
         }
@@ -466,6 +477,29 @@ impl Session {
         self.chunked = None;
         if let Some(t) = self.downstream.take() {
             t.abandon();
+        }
+    }
+
+    /// After each command: `SMTPUTF8=1` is in the environment exactly
+    /// while an SMTPUTF8 transaction is open (set for the `[mail]` hook by
+    /// MAIL itself; removed once the transaction ended with RSET, MAIL,
+    /// HELO, STARTTLS or its DATA or `LAST` BDAT), whatever a plugin set
+    /// meanwhile.
+    fn follow_smtputf8(&mut self) {
+        self.smtputf8 = match (&self.tx, &self.chunked) {
+            (Some(tx), _) => tx.smtputf8,
+            (None, Some(c)) => c.smtputf8(),
+            (None, None) => false,
+        };
+        self.announce_smtputf8(self.smtputf8);
+    }
+
+    /// Sets `SMTPUTF8=1` in the environment, or removes it.
+    pub(crate) fn announce_smtputf8(&mut self, on: bool) {
+        match (on, self.env.get("SMTPUTF8")) {
+            (true, Some(b"1")) | (false, None) => {}
+            (true, _) => self.env.set("SMTPUTF8", "1"),
+            (false, Some(_)) => self.env.remove("SMTPUTF8"),
         }
     }
 

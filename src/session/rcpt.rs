@@ -26,6 +26,11 @@ impl Session {
             self.io.reply(text::SYNTAX);
             return Flow::Continue;
         };
+        let smtputf8 = self.tx.as_ref().is_some_and(|tx| tx.smtputf8);
+        if smtputf8 && std::str::from_utf8(&addr).is_err() {
+            self.io.reply(text::RCPT_NOT_UTF8);
+            return Flow::Continue;
+        }
         if self
             .tx
             .as_ref()
@@ -40,7 +45,7 @@ impl Session {
         }
         let allowed = match self.client.relay_client.is_some() {
             true => true,
-            false => match self.cfg.control.rcpt_allowed(&addr) {
+            false => match self.cfg.control.rcpt_allowed(&addr, smtputf8) {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::error!(session = %self.id, error = %e, "rcpthosts lookup failed");
@@ -112,6 +117,7 @@ impl Session {
             let params = MailParams {
                 size: tx.declared_size,
                 eight_bit: tx.eight_bit,
+                smtputf8: tx.smtputf8,
             };
             let (sender, earlier) = (tx.sender.clone(), tx.recipients.clone());
             let mut t = match d.begin(&self.id, &sender, params).await {

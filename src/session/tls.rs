@@ -93,13 +93,22 @@ impl Session {
         }
     }
 
-    /// The protocol word of the Received: line (RFC 3848).
+    /// The protocol word of the Received: line (RFC 3848; in an SMTPUTF8
+    /// transaction RFC 6531 §3.7.3).
     pub(crate) fn received_protocol(&self) -> &'static str {
-        match (self.tls.is_some(), self.authenticated.is_some()) {
-            (false, false) => "SMTP",
-            (true, false) => "ESMTPS",
-            (false, true) => "ESMTPA",
-            (true, true) => "ESMTPSA",
+        match (
+            self.smtputf8,
+            self.tls.is_some(),
+            self.authenticated.is_some(),
+        ) {
+            (false, false, false) => "SMTP",
+            (false, true, false) => "ESMTPS",
+            (false, false, true) => "ESMTPA",
+            (false, true, true) => "ESMTPSA",
+            (true, false, false) => "UTF8SMTP",
+            (true, true, false) => "UTF8SMTPS",
+            (true, false, true) => "UTF8SMTPA",
+            (true, true, true) => "UTF8SMTPSA",
         }
     }
 }

@@ -472,3 +472,39 @@ async fn chunk_replies_carry_enhanced_codes_when_switched_on() {
     let r = s.reply().await;
     assert!(r.last().starts_with("250 2.0.0 ok "), "{r:?}");
 }
+
+#[tokio::test]
+async fn an_smtputf8_message_in_chunks_keeps_its_flag_to_the_end() {
+    let home = TestHome::new();
+    home.install_qmail_queue();
+    let rel = home.plugin(
+        "env",
+        "#!/bin/sh\necho \"SMTPUTF8=$SMTPUTF8\" >> seen-body\n",
+    );
+    home.smtpplugins(&format!("[body]\n{rel}\n"));
+    let mut s = home.session(LOCAL).await;
+    s.greeting().await;
+    s.cmd("EHLO client.test").await.code(250);
+    s.cmd("MAIL FROM:<jos\u{e9}@example.org> SMTPUTF8")
+        .await
+        .code(250);
+    s.cmd("RCPT TO:<bob@ref.test>").await.code(250);
+    s.send(bdat("Subject: caf\u{e9}\r\n".as_bytes(), false))
+        .await;
+    s.reply().await.code(250);
+    s.send(bdat(b"\r\nbody\r\n", true)).await;
+    assert!(s.reply().await.last().starts_with("250 ok "));
+    let seen = std::fs::read_to_string(home.dir().join("seen-body")).unwrap();
+    assert_eq!(seen, "SMTPUTF8=1\n");
+    let queued = home.queued();
+    let (message, _, environment) = &queued[0];
+    assert!(
+        strip_received_date(message).contains(" with UTF8SMTP;"),
+        "{}",
+        strip_received_date(message)
+    );
+    assert!(
+        environment.lines().any(|l| l == "SMTPUTF8=1"),
+        "{environment}"
+    );
+}

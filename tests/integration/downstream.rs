@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 /// The scripted SMTP/LMTP server (`fixtures/scripted-mta.py`), stopped by
 /// PID when dropped.
-struct ScriptedMta {
+pub(crate) struct ScriptedMta {
     child: Child,
     /// TCP port (0 with a unix socket).
-    port: u16,
+    pub(crate) port: u16,
     /// Where it records connections and messages.
     dir: PathBuf,
 }
@@ -62,7 +62,7 @@ impl ScriptedMta {
     }
 
     /// Bytes received on connection `n` (1-based).
-    fn conn(&self, n: usize) -> String {
+    pub(crate) fn conn(&self, n: usize) -> String {
         String::from_utf8_lossy(
             &std::fs::read(self.dir.join(format!("rec/conn-{n}"))).unwrap_or_default(),
         )
@@ -70,14 +70,14 @@ impl ScriptedMta {
     }
 
     /// Connections made so far.
-    fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         (1..)
             .take_while(|n| self.dir.join(format!("rec/conn-{n}")).exists())
             .count()
     }
 
     /// The messages received, as on the wire (CRLF, dot-stuffed).
-    fn messages(&self) -> Vec<Vec<u8>> {
+    pub(crate) fn messages(&self) -> Vec<Vec<u8>> {
         (1..)
             .map(|n| self.dir.join(format!("rec/msg-{n}")))
             .take_while(|p| p.exists())
@@ -94,7 +94,10 @@ impl Drop for ScriptedMta {
 }
 
 /// A home whose queue is `queue LINE` with the scripted MTA's port.
-fn forwarding_home(script: &str, queue: impl Fn(u16) -> String) -> (TestHome, ScriptedMta) {
+pub(crate) fn forwarding_home(
+    script: &str,
+    queue: impl Fn(u16) -> String,
+) -> (TestHome, ScriptedMta) {
     let home = TestHome::new();
     let mta = ScriptedMta::start(&home, script, None);
     home.control("queue", format!("{}\n", queue(mta.port)));

@@ -18,4 +18,5 @@ mod nothing_lost;
 mod plugin_faults;
 mod real_mta;
 mod session_rules;
+mod smtputf8;
 mod tls_auth;

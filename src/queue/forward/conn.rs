@@ -99,6 +99,8 @@ pub struct Caps {
     pub eight_bit: bool,
     /// STARTTLS.
     pub starttls: bool,
+    /// SMTPUTF8 (RFC 6531).
+    pub smtputf8: bool,
 }
 
 impl Caps {
@@ -112,6 +114,7 @@ impl Caps {
                 b"SIZE" => caps.size = true,
                 b"8BITMIME" => caps.eight_bit = true,
                 b"STARTTLS" => caps.starttls = true,
+                b"SMTPUTF8" => caps.smtputf8 = true,
                 _ => {}
             }
         }
@@ -381,6 +384,10 @@ mod tests {
         assert_eq!(ehlo.code, 250);
         let caps = Caps::from_reply(&ehlo);
         assert!(caps.pipelining && caps.eight_bit && !caps.starttls && !caps.size);
+        assert!(!caps.smtputf8);
+        let mut utf8 = &b"250-mx\r\n250-smtputf8\r\n250 SIZE 10\r\n"[..];
+        let caps = Caps::from_reply(&read_reply(&mut utf8).await.unwrap());
+        assert!(caps.smtputf8 && caps.size);
         assert_eq!(read_reply(&mut r).await.unwrap().code, 550);
         assert!(read_reply(&mut r).await.is_err(), "EOF");
         let mut mixed = &b"250-a\r\n550 b\r\n"[..];

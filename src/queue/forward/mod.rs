@@ -9,6 +9,12 @@
 //!   through (`verify-rcpt=yes`), so an unknown user is refused at RCPT
 //!   with the downstream's own reply; the data follows after the dot.
 //!
+//! SMTPUTF8: the parameter goes on MAIL when the downstream offers the
+//! extension. When it does not, a transaction whose addresses are all
+//! ASCII is downgraded (MAIL without the parameter, the message as is);
+//! one with a UTF-8 address is refused before anything is sent for it:
+//! that RCPT with `553` under `verify-rcpt`, else the message with `554`.
+//!
 //! Results, recipient by recipient (see README, "Downstream replies"):
 //! every recipient accepted gives `250`; otherwise a temporary failure of
 //! any recipient gives that 4xx (the client retries the whole message, so
@@ -36,6 +42,12 @@ const TIMED_OUT: &str = "451 connection to mail server timed out (#4.4.1)";
 const LOST: &str = "451 communication with mail server failed (#4.4.2)";
 /// Client reply when the required TLS could not be set up.
 const TLS_FAILED: &str = "451 secure connection to mail server failed (#4.7.5)";
+/// RCPT reply (`verify-rcpt`) when a UTF-8 address cannot go downstream.
+const NO_SMTPUTF8_RCPT: &str =
+    "553 sorry, UTF-8 addresses cannot be passed on: the next mail server does not offer SMTPUTF8 (#5.6.7)";
+/// Message reply when a UTF-8 address cannot go downstream.
+const NO_SMTPUTF8_DATA: &str =
+    "554 sorry, UTF-8 addresses cannot be passed on: the next mail server does not offer SMTPUTF8 (#5.6.7)";
 /// Commands sent in one pipelined write before their replies are read.
 const PIPELINE_GROUP: usize = 100;
 /// Bytes of message put on the wire per write.
@@ -48,6 +60,17 @@ pub struct MailParams {
     pub size: Option<u64>,
     /// The client declared `BODY=8BITMIME`.
     pub eight_bit: bool,
+    /// The client declared `SMTPUTF8`.
+    pub smtputf8: bool,
+}
+
+impl MailParams {
+    /// An SMTPUTF8 transaction on a connection whose downstream does not
+    /// offer SMTPUTF8: it can only go without the parameter (downgraded),
+    /// and only with ASCII addresses.
+    fn downgraded(&self, conn: &Conn) -> bool {
+        self.smtputf8 && !conn.caps.smtputf8
+    }
 }
 
 /// How to talk to the downstream for one session.
@@ -123,6 +146,8 @@ impl Downstream {
     }
 
     /// Opens a transaction for RCPT-time verification: connection and MAIL.
+    /// A UTF-8 sender that the downstream cannot take (no SMTPUTF8) is
+    /// refused (`553 ... (#5.6.7)`) and nothing is sent.
     pub async fn begin(
         &self,
         session: &str,
@@ -130,8 +155,17 @@ impl Downstream {
         params: MailParams,
     ) -> Result<Transaction, String> {
         let (conn, replies) = self
-            .envelope(session, |conn| vec![mail_command(conn, sender, params)])
+            .envelope(session, |conn| {
+                if params.downgraded(conn) && !sender.is_ascii() {
+                    return Err(NO_SMTPUTF8_RCPT.to_string());
+                }
+                Ok(vec![mail_command(conn, sender, params)])
+            })
             .await?;
+        let downgraded = params.downgraded(&conn);
+        if downgraded {
+            self.log_downgrade(session);
+        }
         let r = &replies[0];
         if !r.positive() {
             tracing::info!(session, downstream = %self.setting.target, reply = %r.for_client(), "downstream refused MAIL");
@@ -142,7 +176,14 @@ impl Downstream {
             downstream: self.clone(),
             conn,
             accepted: Vec::new(),
+            downgraded,
         })
+    }
+
+    /// Logs that an SMTPUTF8 transaction goes without the parameter.
+    fn log_downgrade(&self, session: &str) {
+        tracing::info!(session, downstream = %self.setting.target,
+            "downstream does not offer SMTPUTF8; the addresses are ASCII: MAIL goes without it");
     }
 
     /// Puts a connection back after an abandoned or refused transaction;
@@ -157,11 +198,13 @@ impl Downstream {
     /// connection found dead before its RSET was answered is replaced by a
     /// new one (nothing was done on it). Without PIPELINING the commands go
     /// one at a time: RCPTs only after an accepted MAIL, DATA only when
-    /// everything before it was accepted.
+    /// everything before it was accepted. `commands` may refuse the
+    /// envelope for what the connection offers (its `Err` is the client's
+    /// reply); then nothing is sent and the connection goes back to the pool.
     async fn envelope(
         &self,
         session: &str,
-        commands: impl Fn(&Conn) -> Vec<Vec<u8>>,
+        commands: impl Fn(&Conn) -> Result<Vec<Vec<u8>>, String>,
     ) -> Result<(Conn, Vec<Reply>), String> {
         let mut pooled = pool::checkout(&self.setting);
         loop {
@@ -170,7 +213,14 @@ impl Downstream {
                 Some(c) => c,
                 None => self.open(session).await?,
             };
-            let cmds = commands(&conn);
+            let cmds = match commands(&conn) {
+                Ok(cmds) => cmds,
+                Err(reply) => {
+                    tracing::info!(session, downstream = %self.setting.target, reply, "envelope not sent");
+                    self.reuse(conn);
+                    return Err(reply);
+                }
+            };
             let mut replies = Vec::with_capacity(cmds.len());
             let mut reset = !reused;
             let exchange: io::Result<()> = async {
@@ -238,17 +288,25 @@ impl Downstream {
         let params = MailParams {
             size: Some(wire_size(head) + spool.size + spool.lines),
             eight_bit,
+            smtputf8: envelope.smtputf8,
         };
+        let ascii = envelope.sender.is_ascii() && envelope.recipients.iter().all(|r| r.is_ascii());
         let envelope_commands = |conn: &Conn| {
+            if params.downgraded(conn) && !ascii {
+                return Err(NO_SMTPUTF8_DATA.to_string());
+            }
             let mut cmds = vec![mail_command(conn, &envelope.sender, params)];
             cmds.extend(envelope.recipients.iter().map(|r| rcpt_command(r)));
             cmds.push(b"DATA\r\n".to_vec());
-            cmds
+            Ok(cmds)
         };
         let (conn, replies) = match self.envelope(session, envelope_commands).await {
             Ok(x) => x,
             Err(reply) => return JobResult::Failed(reply),
         };
+        if params.downgraded(&conn) {
+            self.log_downgrade(session);
+        }
         let data_open = replies.len() == envelope.recipients.len() + 2
             && replies.last().is_some_and(|r| r.code == 354);
         if !replies[0].positive() {
@@ -378,12 +436,20 @@ pub struct Transaction {
     conn: Conn,
     /// Recipients the downstream accepted, in order.
     accepted: Vec<Vec<u8>>,
+    /// An SMTPUTF8 transaction opened without the parameter (the
+    /// downstream does not offer it): a UTF-8 recipient is refused.
+    downgraded: bool,
 }
 
 impl Transaction {
     /// Passes one RCPT through. `Err` is the reply for the client (the
     /// downstream's own refusal, or a 451 when it cannot be asked).
     pub async fn rcpt(&mut self, session: &str, addr: &[u8]) -> Result<(), RcptError> {
+        if self.downgraded && !addr.is_ascii() {
+            tracing::info!(session, downstream = %self.downstream.setting.target, rcpt = %addr.escape_ascii(),
+                "downstream does not offer SMTPUTF8: a UTF-8 recipient cannot be passed on");
+            return Err(RcptError::Refused(NO_SMTPUTF8_RCPT.into()));
+        }
         match self.conn.command(&rcpt_command(addr)).await {
             Ok(r) if r.positive() => {
                 self.accepted.push(addr.to_vec());
@@ -468,7 +534,8 @@ fn expect_positive(r: Reply) -> io::Result<()> {
     }
 }
 
-/// `MAIL FROM:<sender>` with SIZE and BODY as the downstream allows.
+/// `MAIL FROM:<sender>` with SIZE, BODY and SMTPUTF8 as the downstream
+/// allows.
 fn mail_command(conn: &Conn, sender: &[u8], params: MailParams) -> Vec<u8> {
     let mut cmd = b"MAIL FROM:<".to_vec();
     cmd.extend(clean_address(sender));
@@ -478,6 +545,9 @@ fn mail_command(conn: &Conn, sender: &[u8], params: MailParams) -> Vec<u8> {
     }
     if params.eight_bit && conn.caps.eight_bit {
         cmd.extend_from_slice(b" BODY=8BITMIME");
+    }
+    if params.smtputf8 && conn.caps.smtputf8 {
+        cmd.extend_from_slice(b" SMTPUTF8");
     }
     cmd.extend_from_slice(b"\r\n");
     cmd

@@ -418,7 +418,9 @@ pub const POSTFIX_DATA_REJECT: &str = "data-reject@fail.test";
 /// `554 5.7.1 ... Relay access denied`; nothing is ever sent out (the
 /// default and relay transports are `error:`), and no DNS lookup is made.
 /// The fixed failure addresses above give 4xx/5xx replies at RCPT and after
-/// the final dot. Its log is `dir/postfix/maillog`.
+/// the final dot. SMTPUTF8 is on (`smtputf8_enable`): a UTF-8 sender is
+/// refused as bad syntax unless MAIL declared SMTPUTF8. Its log is
+/// `dir/postfix/maillog`.
 ///
 /// Needs root: Postfix's master runs as root and its daemons as `postfix`.
 pub struct PrivatePostfix {
@@ -530,6 +532,7 @@ impl PrivatePostfix {
              smtpd_relay_restrictions = reject_unauth_destination\n\
              smtpd_recipient_restrictions = check_recipient_access texthash:{r}/conf/recipient_access\n\
              smtpd_end_of_data_restrictions = check_sender_access texthash:{r}/conf/sender_access\n\
+             smtputf8_enable = yes\n\
              smtpd_banner = $myhostname ESMTP\n\
              smtpd_error_sleep_time = 0\n\
              in_flow_delay = 0\n\
