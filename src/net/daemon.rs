@@ -509,8 +509,7 @@ fn admit(stream: TcpStream, peer: SocketAddr, kind: Kind, shared: &Arc<Shared>) 
     let id = shared.counter.fetch_add(1, Ordering::Relaxed).to_string();
     let shared2 = shared.clone();
     shared.tracker.spawn(async move {
-        connection(stream, peer, kind, &shared2, snapshot, id).await;
-        drop(conn);
+        connection(stream, peer, kind, &shared2, snapshot, id, conn).await;
     });
 }
 
@@ -524,7 +523,7 @@ fn refuse(stream: &TcpStream, line: &str) {
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs one connection: PROXY header, per-address limit, access rule,
-/// environment, session.
+/// environment, session. `conn` is its place under the global limit.
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -532,6 +531,7 @@ async fn connection(
     shared: &Shared,
     snapshot: Arc<Snapshot>,
     id: String,
+    conn: OwnedSemaphorePermit,
 ) {
     let started = Instant::now();
     let _ = stream.set_nodelay(true);
@@ -576,6 +576,10 @@ async fn connection(
             &stream,
             &format!("421 {me} too many connections from your address (#4.3.2)"),
         );
+        // The global place is given back before the client sees the
+        // connection close, so its next connection finds it free.
+        drop(conn);
+        drop(stream);
         return;
     };
     let remote_host = match &shared.dns {
