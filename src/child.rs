@@ -43,6 +43,15 @@ pub fn is_resource_error(e: &std::io::Error) -> bool {
     )
 }
 
+/// Kills what is left of the process group `pid` led (its own, see
+/// [`command`]) after the leader exited: background jobs a plugin left
+/// behind. The group cannot be reused while any member lives, and a
+/// group with no members left is simply not found.
+pub fn kill_group_of(pid: u32) {
+    // SAFETY: killpg only sends a signal, to a group this process created.
+    unsafe { libc::killpg(pid as libc::pid_t, libc::SIGKILL) };
+}
+
 /// Kills the child's whole process group (it leads its own group).
 pub fn kill_group(child: &mut Child) {
     if let Some(pid) = child.id() {

@@ -149,5 +149,9 @@ impl Config {
 /// Reads and parses one smtpplugins file; it must exist.
 pub fn load_plugin_table(home: &Path, path: &Path) -> Result<PluginTable, ConfigError> {
     let content = std::fs::read(path).map_err(|e| ConfigError::io(path, &e))?;
-    Ok(PluginTable::parse(&content, home, path.to_path_buf()).0)
+    let (table, lints) = PluginTable::parse(&content, home, path.to_path_buf());
+    match lints.into_iter().find(|l| l.fatal) {
+        Some(l) => Err(ConfigError::at(path, Some(l.lineno), l.message)),
+        None => Ok(table),
+    }
 }

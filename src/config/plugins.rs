@@ -1,12 +1,17 @@
 //! `smtpplugins`: the qmail-spp configuration. Sections are picked by the
-//! single character after `[`; every other line is one plugin. This format
-//! is not INI and is parsed by hand.
+//! single character after `[`; every other line is one plugin. A comment
+//! line `#spp: OPTIONS` right above a plugin line sets that plugin's
+//! options (qmail-spp ignores comments, so the file stays valid for it).
+//! This format is not INI and is parsed by hand.
 
-use super::control::list_entries;
+use super::control::trim_trailing_blanks;
+use super::queue::parse_duration;
+use std::any::Any;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 /// The points in a session where plugins run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,6 +91,199 @@ pub enum Program {
     },
 }
 
+/// What a plugin's failure (crash, timeout, can't execute, too much output,
+/// no free worker) means for the command (`on-failure=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// `451 qmail-spp failure: <line>: <reason> (#4.3.0)`, as qmail-spp.
+    #[default]
+    Tempfail,
+    /// As if the plugin had printed nothing: the next plugin runs.
+    Skip,
+    /// As if the plugin had printed `N`.
+    Accept,
+    /// `554 qmail-spp failure: <line>: <reason> (#5.3.0)`.
+    Reject,
+}
+
+/// Whether what a plugin prints takes effect (`mode=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// It does (the default).
+    #[default]
+    Enforce,
+    /// It is logged ("would refuse: ...") and nothing takes effect.
+    Observe,
+}
+
+/// How a persistent plugin's processes are pooled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersistentOptions {
+    /// Processes at most (`workers=`, 1–64); started as needed.
+    pub workers: usize,
+    /// Requests one process serves before it is replaced
+    /// (`max-requests=`, 0: no limit).
+    pub max_requests: u64,
+    /// Requests that may wait for a free process (`queue=`); beyond that
+    /// a request fails at once.
+    pub queue: usize,
+}
+
+impl Default for PersistentOptions {
+    fn default() -> Self {
+        PersistentOptions {
+            workers: 2,
+            max_requests: 10_000,
+            queue: 100,
+        }
+    }
+}
+
+/// The options of one plugin line, from the `#spp:` line above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PluginOptions {
+    /// Deadline of one run or request (`timeout=`), instead of
+    /// `control/plugintimeout`.
+    pub timeout: Option<Duration>,
+    /// What a failure means.
+    pub on_failure: OnFailure,
+    /// Enforce or only observe.
+    pub mode: Mode,
+    /// Kept running and asked over the persistent protocol (`persistent`).
+    pub persistent: Option<PersistentOptions>,
+}
+
+/// Most processes of one persistent plugin.
+pub const MAX_WORKERS: usize = 64;
+/// Most requests waiting for one persistent plugin.
+pub const MAX_QUEUE: usize = 10_000;
+
+impl PluginOptions {
+    /// Parses the text after `#spp:`: space-separated `key=value` words and
+    /// the flag `persistent`. Every problem is reported, one per entry.
+    pub fn parse(text: &[u8]) -> Result<PluginOptions, Vec<String>> {
+        let mut o = PluginOptions::default();
+        let mut errors = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
+        let mut pool = PersistentOptions::default();
+        let mut pool_keys: Vec<&str> = Vec::new();
+        let Ok(text) = std::str::from_utf8(text) else {
+            return Err(vec!["#spp: options must be ASCII".into()]);
+        };
+        for word in text.split([' ', '\t']).filter(|w| !w.is_empty()) {
+            let (key, value) = match word.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (word, None),
+            };
+            if seen.contains(&key) {
+                errors.push(format!("{key} is given twice"));
+                continue;
+            }
+            seen.push(key);
+            let number = |max: u64| -> Result<u64, String> {
+                match value.map(str::parse::<u64>) {
+                    Some(Ok(n)) if n <= max => Ok(n),
+                    _ => Err(format!(
+                        "{key} needs a number from 0 to {max}, not {word:?}"
+                    )),
+                }
+            };
+            let result: Result<(), String> = match (key, value) {
+                ("timeout", Some(v)) => parse_duration(v).map(|d| o.timeout = Some(d)),
+                ("on-failure", Some(v)) => match v {
+                    "tempfail" => Ok(OnFailure::Tempfail),
+                    "skip" => Ok(OnFailure::Skip),
+                    "accept" => Ok(OnFailure::Accept),
+                    "reject" => Ok(OnFailure::Reject),
+                    _ => Err(format!(
+                        "on-failure is tempfail, skip, accept or reject, not {v:?}"
+                    )),
+                }
+                .map(|f| o.on_failure = f),
+                ("mode", Some(v)) => match v {
+                    "observe" => Ok(Mode::Observe),
+                    "enforce" => Ok(Mode::Enforce),
+                    _ => Err(format!("mode is observe or enforce, not {v:?}")),
+                }
+                .map(|m| o.mode = m),
+                ("persistent", None) => {
+                    o.persistent = Some(pool);
+                    Ok(())
+                }
+                ("workers", Some(_)) => number(MAX_WORKERS as u64).and_then(|n| match n {
+                    0 => Err("workers must be at least 1".into()),
+                    n => {
+                        pool.workers = n as usize;
+                        Ok(())
+                    }
+                }),
+                ("max-requests", Some(_)) => number(u64::MAX).map(|n| pool.max_requests = n),
+                ("queue", Some(_)) => number(MAX_QUEUE as u64).map(|n| pool.queue = n as usize),
+                ("persistent", Some(_)) => Err("persistent takes no value".into()),
+                ("timeout" | "on-failure" | "mode" | "workers" | "max-requests" | "queue", None) => {
+                    Err(format!("{key} needs a value ({key}=...)"))
+                }
+                _ => Err(format!(
+                    "unknown option {key:?} (known: timeout, on-failure, mode, persistent, workers, max-requests, queue)"
+                )),
+            };
+            match result {
+                Ok(()) if ["workers", "max-requests", "queue"].contains(&key) => {
+                    pool_keys.push(key)
+                }
+                Ok(()) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        match (&mut o.persistent, pool_keys.first()) {
+            (Some(p), _) => *p = pool,
+            (None, Some(key)) => errors.push(format!("{key} is only for persistent plugins")),
+            (None, None) => {}
+        }
+        if errors.is_empty() {
+            Ok(o)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Where the plugin layer keeps what it runs for a plugin line (a
+/// persistent plugin's pool), so that it lives as long as the
+/// configuration snapshot that names it. Opaque here: the configuration
+/// knows nothing of processes.
+#[derive(Default, Clone)]
+pub struct RuntimeSlot(OnceLock<Arc<dyn Any + Send + Sync>>);
+
+impl RuntimeSlot {
+    /// The value kept here, made by `init` on first use.
+    pub fn get_or_init(
+        &self,
+        init: impl FnOnce() -> Arc<dyn Any + Send + Sync>,
+    ) -> &Arc<dyn Any + Send + Sync> {
+        self.0.get_or_init(init)
+    }
+}
+
+impl std::fmt::Debug for RuntimeSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "RuntimeSlot(started)"
+        } else {
+            "RuntimeSlot(idle)"
+        })
+    }
+}
+
+/// Two slots compare equal: what runs is not part of the configuration.
+impl PartialEq for RuntimeSlot {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for RuntimeSlot {}
+
 /// One configured plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plugin {
@@ -95,16 +293,43 @@ pub struct Plugin {
     pub lineno: usize,
     /// What to execute.
     pub program: Program,
+    /// Its `#spp:` options.
+    pub options: PluginOptions,
+    /// What the plugin layer runs for it (the pool of a persistent plugin).
+    pub runtime: RuntimeSlot,
 }
 
-/// A problem noticed while parsing, reported by `check`. Parsing itself
-/// never fails on content: qmail-spp accepts any line.
+/// A problem noticed while parsing, reported by `check`. Parsing accepts
+/// any line qmail-spp accepts; only bad `#spp:` options are errors that
+/// refuse the file (`fatal`), so a typo never changes what a plugin does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lint {
     /// 1-based line number.
     pub lineno: usize,
     /// What is wrong.
     pub message: String,
+    /// The file cannot be used (a bad `#spp:` option).
+    pub fatal: bool,
+}
+
+impl Lint {
+    /// A problem `check` reports; the file is still used.
+    fn warning(lineno: usize, message: String) -> Lint {
+        Lint {
+            lineno,
+            message,
+            fatal: false,
+        }
+    }
+
+    /// A problem that refuses the file.
+    fn fatal(lineno: usize, message: String) -> Lint {
+        Lint {
+            lineno,
+            message,
+            fatal: true,
+        }
+    }
 }
 
 /// The plugins of every hook, in file order.
@@ -131,15 +356,55 @@ impl PluginTable {
         let mut lints = Vec::new();
         let mut current: Option<Hook> = None;
         let mut in_discard = false;
-        for (lineno, line) in list_entries(content) {
+        // Options of the `#spp:` line just read, with its line number.
+        let mut pending: Option<(usize, PluginOptions)> = None;
+        for (i, raw) in content.split(|&b| b == b'\n').enumerate() {
+            let lineno = i + 1;
+            let line = trim_trailing_blanks(raw);
+            let options = pending.take();
+            if let Some(text) = line.strip_prefix(b"#spp:") {
+                if let Some((at, _)) = options {
+                    lints.push(Lint::fatal(
+                        at,
+                        "#spp: options must be on the line right above a plugin line".into(),
+                    ));
+                }
+                match PluginOptions::parse(text) {
+                    Ok(o) => pending = Some((lineno, o)),
+                    Err(errors) => {
+                        for message in errors {
+                            lints.push(Lint::fatal(lineno, message));
+                        }
+                        // Stands for the options, so the plugin line below
+                        // is not reported as lacking them.
+                        pending = Some((lineno, PluginOptions::default()));
+                    }
+                }
+                continue;
+            }
+            if line.is_empty() || line[0] == b'#' {
+                if let Some((at, _)) = options {
+                    lints.push(Lint::fatal(
+                        at,
+                        "#spp: options must be on the line right above a plugin line".into(),
+                    ));
+                }
+                continue;
+            }
+            let line = line.to_vec();
             if line.ends_with(b"\r") {
-                lints.push(Lint {
+                lints.push(Lint::warning(
                     lineno,
-                    message: "line ends with CR (CRLF file): the CR becomes part of the entry"
-                        .into(),
-                });
+                    "line ends with CR (CRLF file): the CR becomes part of the entry".into(),
+                ));
             }
             if line[0] == b'[' {
+                if let Some((at, _)) = options {
+                    lints.push(Lint::fatal(
+                        at,
+                        "#spp: options must be on the line right above a plugin line".into(),
+                    ));
+                }
                 let letter = line.get(1).copied();
                 current = Hook::ALL
                     .iter()
@@ -147,22 +412,22 @@ impl PluginTable {
                     .find(|h| Some(h.letter()) == letter);
                 in_discard = current.is_none();
                 if current.is_none() {
-                    lints.push(Lint {
+                    lints.push(Lint::warning(
                         lineno,
-                        message: format!(
+                        format!(
                             "unknown section {}: its plugins are ignored (sections are chosen by the lower-case letter after '[': c h m r d a b)",
                             String::from_utf8_lossy(&line)
                         ),
-                    });
+                    ));
                 }
                 continue;
             }
             let Some(hook) = current else {
                 if !in_discard {
-                    lints.push(Lint {
+                    lints.push(Lint::warning(
                         lineno,
-                        message: "plugin line before any section is ignored".into(),
-                    });
+                        "plugin line before any section is ignored".into(),
+                    ));
                 }
                 continue;
             };
@@ -171,7 +436,15 @@ impl PluginTable {
                 line,
                 lineno,
                 program,
+                options: options.map(|(_, o)| o).unwrap_or_default(),
+                runtime: RuntimeSlot::default(),
             }));
+        }
+        if let Some((at, _)) = pending {
+            lints.push(Lint::fatal(
+                at,
+                "#spp: options must be on the line right above a plugin line".into(),
+            ));
         }
         (table, lints)
     }
@@ -235,6 +508,85 @@ mod tests {
                 assert_eq!(names(&t, Hook::Connection), ["c1\r"]);
                 assert!(lints.iter().any(|l| l.message.contains("CR")));
             }
+        }
+    }
+
+    #[test]
+    fn options_table() {
+        let ok = |t: &str| PluginOptions::parse(t.as_bytes()).unwrap();
+        assert_eq!(ok(""), PluginOptions::default());
+        let o = ok(" timeout=2s on-failure=skip\tmode=observe ");
+        assert_eq!(o.timeout, Some(Duration::from_secs(2)));
+        assert_eq!((o.on_failure, o.mode), (OnFailure::Skip, Mode::Observe));
+        assert_eq!(o.persistent, None);
+        assert_eq!(
+            ok("persistent").persistent,
+            Some(PersistentOptions::default())
+        );
+        let p = ok("workers=4 persistent max-requests=0 queue=7 timeout=250ms");
+        assert_eq!(
+            p.persistent,
+            Some(PersistentOptions {
+                workers: 4,
+                max_requests: 0,
+                queue: 7
+            })
+        );
+        assert_eq!(p.timeout, Some(Duration::from_millis(250)));
+        assert_eq!(ok("on-failure=reject").on_failure, OnFailure::Reject);
+        assert_eq!(
+            ok("on-failure=accept mode=enforce").on_failure,
+            OnFailure::Accept
+        );
+        for bad in [
+            "timeout=0s",
+            "timeout=2h",
+            "timeout",
+            "on-failure=maybe",
+            "mode=watch",
+            "persistent=yes",
+            "workers=2",
+            "persistent workers=0",
+            "persistent workers=65",
+            "persistent queue=-1",
+            "persistent max-requests=x",
+            "timeout=1s timeout=2s",
+            "colour=blue",
+            "\u{e9}=1",
+        ] {
+            assert!(PluginOptions::parse(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        // Every problem is reported.
+        assert_eq!(
+            PluginOptions::parse(b"a=1 b=2 mode=x").unwrap_err().len(),
+            3
+        );
+    }
+
+    #[test]
+    fn options_apply_to_the_plugin_line_right_below() {
+        let text = "[rcpt]\n#spp: timeout=1s persistent\nplugins/a\nplugins/b\n# note\n#spp: mode=observe\n:echo N\n";
+        let (t, lints) = PluginTable::parse(text.as_bytes(), Path::new("/x"), PathBuf::new());
+        assert!(lints.is_empty(), "{lints:?}");
+        let rcpt = t.for_hook(Hook::Rcpt);
+        assert_eq!(rcpt[0].options.timeout, Some(Duration::from_secs(1)));
+        assert!(rcpt[0].options.persistent.is_some());
+        assert_eq!(rcpt[1].options, PluginOptions::default());
+        assert_eq!(rcpt[2].options.mode, Mode::Observe);
+        for (text, line) in [
+            ("[rcpt]\n#spp: timeout=1s\n\nplugins/a\n", 2),
+            ("[rcpt]\n#spp: timeout=1s\n# comment\nplugins/a\n", 2),
+            ("#spp: timeout=1s\n[rcpt]\nplugins/a\n", 1),
+            ("[rcpt]\nplugins/a\n#spp: timeout=1s\n", 3),
+            (
+                "[rcpt]\n#spp: timeout=1s\n#spp: mode=observe\nplugins/a\n",
+                2,
+            ),
+            ("[rcpt]\n#spp: timeout=forever\nplugins/a\n", 2),
+        ] {
+            let (_, lints) = PluginTable::parse(text.as_bytes(), Path::new("/x"), PathBuf::new());
+            let fatal: Vec<usize> = lints.iter().filter(|l| l.fatal).map(|l| l.lineno).collect();
+            assert_eq!(fatal, vec![line], "{text:?}: {lints:?}");
         }
     }
 

@@ -23,8 +23,14 @@ pub const MAX_OUTPUT: usize = 64 * 1024;
 pub const MAX_DIRECTIVES: usize = 1000;
 /// Most bytes of one stderr line that are logged.
 const MAX_LOG_LINE: usize = 1024;
-/// Most stderr bytes logged per run; the rest is read and discarded.
+/// Most stderr bytes logged per classic run, or per minute of a persistent
+/// plugin; the rest is read and discarded.
 const MAX_LOG_TOTAL: usize = 64 * 1024;
+/// Most stderr lines logged per classic run, or per minute of a
+/// persistent plugin (empty lines count).
+const MAX_LOG_LINES: usize = 200;
+/// The window of a persistent plugin's stderr budget.
+const LOG_WINDOW: Duration = Duration::from_secs(60);
 
 /// Why a plugin run failed. Each becomes
 /// `451 qmail-spp failure: <line>: <reason> (#4.3.0)`.
@@ -40,6 +46,14 @@ pub enum Failure {
     TooMuchOutput,
     /// No process could be created (out of processes, memory or files).
     ForkFailed,
+    /// Persistent: every process was busy and the queue full, or none
+    /// became free before the deadline.
+    Busy,
+    /// Persistent: the plugin failed recently and is not started again
+    /// before the deadline (back-off).
+    Restarting,
+    /// Persistent: the plugin broke the protocol (handshake or reply end).
+    Protocol,
 }
 
 impl Failure {
@@ -51,6 +65,9 @@ impl Failure {
             Failure::Timeout => "timeout",
             Failure::TooMuchOutput => "too much output",
             Failure::ForkFailed => "vfork() failed",
+            Failure::Busy => "busy",
+            Failure::Restarting => "restarting after failures",
+            Failure::Protocol => "protocol error",
         }
     }
 }
@@ -125,8 +142,9 @@ pub async fn run(
         }
     };
     let deadline = deadline_after(limits.timeout);
+    let pid = child.id();
     if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(log_stderr(stderr, name.clone(), session.to_string()));
+        tokio::spawn(log_stderr(stderr, name.clone(), Some(session.to_string())));
     }
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut directives = Vec::new();
@@ -158,6 +176,10 @@ pub async fn run(
             Some(Failure::Timeout)
         }
     };
+    // Whatever the plugin left running in its process group goes with it.
+    if let Some(pid) = pid {
+        child::kill_group_of(pid);
+    }
     if let Some(f) = failure {
         tracing::warn!(session, plugin = %name, failure = f.reason(), "plugin failed");
     }
@@ -168,7 +190,7 @@ pub async fn run(
 }
 
 /// `now + timeout`, or a far-away instant if that overflows.
-fn deadline_after(timeout: Duration) -> Instant {
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(timeout)
         .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
@@ -275,10 +297,15 @@ async fn read_directives(
     ReadEnd::Eof
 }
 
+/// Parses one output line (a trailing CR stripped); `None` for lines
+/// that are ignored.
+pub(crate) fn parse_directive_line(line: &[u8]) -> Option<Directive> {
+    Directive::parse(line.strip_suffix(b"\r").unwrap_or(line))
+}
+
 /// Parses one line (CR stripped) and appends it; true if it terminates.
 fn push_line(line: &[u8], directives: &mut Vec<Directive>) -> bool {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    match Directive::parse(line) {
+    match parse_directive_line(line) {
         Some(d) => {
             let t = d.terminates();
             directives.push(d);
@@ -288,31 +315,101 @@ fn push_line(line: &[u8], directives: &mut Vec<Directive>) -> bool {
     }
 }
 
-/// Logs the plugin's stderr line by line, bounded, then drains the rest.
-async fn log_stderr(mut err: impl AsyncRead + Unpin, plugin: String, session: String) {
+/// Logs the plugin's stderr line by line, bounded in lines and bytes (per
+/// run for a classic run, `session` given; per minute for a persistent
+/// plugin), and drains the rest, so a plugin writing without pause cannot
+/// flood the log or stall on a full pipe.
+pub(crate) async fn log_stderr(
+    mut err: impl AsyncRead + Unpin,
+    plugin: String,
+    session: Option<String>,
+) {
+    let session = session.as_deref().unwrap_or("-");
+    let mut budget = StderrBudget::new(if session == "-" {
+        Some(LOG_WINDOW)
+    } else {
+        None
+    });
     let mut buf = [0u8; 4096];
     let mut line: Vec<u8> = Vec::new();
-    let mut logged = 0usize;
+    let mut partial = false;
     loop {
         let n = match err.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if logged > MAX_LOG_TOTAL {
-            continue;
-        }
         for &b in &buf[..n] {
             if b == b'\n' {
-                logged += line.len();
-                tracing::info!(session, plugin = %plugin, "stderr: {}", line.escape_ascii());
+                if budget.take(line.len()) {
+                    tracing::info!(session, plugin = %plugin, "stderr: {}", line.escape_ascii());
+                }
                 line.clear();
+                partial = false;
             } else if line.len() < MAX_LOG_LINE {
                 line.push(b);
+                partial = true;
             }
         }
+        if let Some(dropped) = budget.window_report() {
+            tracing::warn!(session, plugin = %plugin, dropped, "stderr lines over the limit were not logged");
+        }
     }
-    if !line.is_empty() && logged <= MAX_LOG_TOTAL {
+    if partial && budget.take(line.len()) {
         tracing::info!(session, plugin = %plugin, "stderr: {}", line.escape_ascii());
+    }
+    if budget.dropped > 0 {
+        tracing::warn!(session, plugin = %plugin, dropped = budget.dropped, "stderr lines over the limit were not logged");
+    }
+}
+
+/// How much of a plugin's stderr may still be logged.
+struct StderrBudget {
+    /// Lines left in this window.
+    lines: usize,
+    /// Bytes left in this window.
+    bytes: usize,
+    /// Lines not logged since the last report.
+    dropped: u64,
+    /// The budget renews after this long (`None`: once for the run).
+    window: Option<Duration>,
+    /// When the current window started.
+    started: Instant,
+}
+
+impl StderrBudget {
+    fn new(window: Option<Duration>) -> StderrBudget {
+        StderrBudget {
+            lines: MAX_LOG_LINES,
+            bytes: MAX_LOG_TOTAL,
+            dropped: 0,
+            window,
+            started: Instant::now(),
+        }
+    }
+
+    /// Whether a line of `len` bytes may be logged (and takes it).
+    fn take(&mut self, len: usize) -> bool {
+        if self.lines == 0 || self.bytes < len {
+            self.dropped += 1;
+            return false;
+        }
+        self.lines -= 1;
+        self.bytes -= len;
+        true
+    }
+
+    /// At the end of a window: the number of lines dropped in it, if any,
+    /// and a fresh budget.
+    fn window_report(&mut self) -> Option<u64> {
+        let window = self.window?;
+        if self.started.elapsed() < window {
+            return None;
+        }
+        self.started = Instant::now();
+        self.lines = MAX_LOG_LINES;
+        self.bytes = MAX_LOG_TOTAL;
+        let dropped = std::mem::take(&mut self.dropped);
+        (dropped > 0).then_some(dropped)
     }
 }
 

@@ -3,9 +3,10 @@
 //! and the verdict.
 
 use super::{Session, Verdict};
-use crate::config::plugins::Hook;
+use crate::config::plugins::{Hook, Mode, OnFailure, Plugin};
 use crate::plugin::directive::{Directive, Queued};
-use crate::plugin::runner::{self, RunLimits};
+use crate::plugin::persistent;
+use crate::plugin::runner::{self, RunLimits, RunOutcome};
 
 /// Most bytes of `H` headers, and of queued texts of each kind, that a
 /// session keeps: a client repeating a command cannot make them grow
@@ -26,125 +27,197 @@ impl Session {
         let Some(table) = self.spp.plugins.clone() else {
             return Verdict::Accept;
         };
-        let limits = RunLimits {
-            timeout: self.cfg.control.plugin_timeout,
-        };
         for plugin in table.for_hook(hook) {
-            let _slot = match &self.plugin_slots {
-                Some(slots) => slots.clone().acquire_owned().await.ok(),
-                None => None,
-            };
             // Boxed: the run's state is only allocated while a plugin runs,
             // so idle sessions stay small.
-            let outcome = Box::pin(runner::run(
+            let outcome = Box::pin(self.consult(hook, plugin)).await;
+            if plugin.options.mode == Mode::Observe {
+                self.observe(hook, plugin, &outcome);
+                continue;
+            }
+            if let Some(v) = self.apply(hook, plugin, outcome, address.as_deref_mut()) {
+                return v;
+            }
+        }
+        Verdict::Accept
+    }
+
+    /// Runs one plugin (classic) or asks it (persistent), with its
+    /// deadline.
+    async fn consult(&mut self, hook: Hook, plugin: &Plugin) -> RunOutcome {
+        let limits = RunLimits {
+            timeout: plugin
+                .options
+                .timeout
+                .unwrap_or(self.cfg.control.plugin_timeout),
+        };
+        let message = if hook == Hook::Body {
+            self.body_file.as_deref()
+        } else {
+            None
+        };
+        if plugin.options.persistent.is_some() {
+            return persistent::request(
                 plugin,
                 &self.env,
                 &self.cfg.home,
                 limits,
                 &self.id,
-                if hook == Hook::Body {
-                    self.body_file.as_deref()
-                } else {
-                    None
-                },
-            ))
+                hook,
+                message,
+            )
             .await;
-            drop(_slot);
-            let mut verdict = None;
-            for directive in outcome.directives {
-                match directive {
-                    Directive::AcceptAll => {
-                        self.spp.off = true;
-                        verdict = Some(Verdict::Accept);
+        }
+        let _slot = match &self.plugin_slots {
+            Some(slots) => slots.clone().acquire_owned().await.ok(),
+            None => None,
+        };
+        runner::run(plugin, &self.env, &self.cfg.home, limits, &self.id, message).await
+    }
+
+    /// `mode=observe`: logs what the plugin would have done; nothing of
+    /// it takes effect.
+    fn observe(&mut self, hook: Hook, plugin: &Plugin, outcome: &RunOutcome) {
+        let verdict = outcome.directives.iter().find(|d| d.terminates());
+        let would = match (verdict, outcome.failure) {
+            (Some(Directive::Error(t)), _) => format!("would refuse: {}", t.escape_ascii()),
+            (Some(Directive::Reject(t)), _) => {
+                format!("would refuse and disconnect: {}", t.escape_ascii())
+            }
+            (Some(Directive::Drop), _) => "would disconnect".to_string(),
+            (Some(Directive::AcceptAll), _) => "would accept and stop plugins".to_string(),
+            (Some(Directive::SkipChecks), _) => "would accept, skipping checks".to_string(),
+            (Some(_), _) => "would accept".to_string(),
+            (None, Some(f)) => format!(
+                "would fail: {} (on-failure={})",
+                f.reason(),
+                on_failure_name(plugin.options.on_failure)
+            ),
+            (None, None) => "no verdict".to_string(),
+        };
+        tracing::info!(
+            session = %self.id,
+            client = %crate::logging::quoted(&self.client.remote_ip),
+            hook = hook.name(),
+            plugin = %crate::logging::quoted(&plugin.line),
+            directives = outcome.directives.len(),
+            "observe: {would}"
+        );
+        self.note_verdict(hook, "observed");
+    }
+
+    /// Applies what a plugin printed; `Some` when it decided the command.
+    fn apply(
+        &mut self,
+        hook: Hook,
+        plugin: &Plugin,
+        outcome: RunOutcome,
+        mut address: Option<&mut Vec<u8>>,
+    ) -> Option<Verdict> {
+        let mut verdict = None;
+        for directive in outcome.directives {
+            match directive {
+                Directive::AcceptAll => {
+                    self.spp.off = true;
+                    verdict = Some(Verdict::Accept);
+                }
+                Directive::Next => verdict = Some(Verdict::Accept),
+                Directive::SkipChecks => verdict = Some(Verdict::AcceptSkipChecks),
+                Directive::Error(t) => {
+                    self.io.reply(refusal(hook, &plugin.line, t));
+                    verdict = Some(Verdict::Refuse);
+                }
+                Directive::Reject(t) => {
+                    self.io.reply(refusal(hook, &plugin.line, t));
+                    self.note_verdict(hook, "reject");
+                    return Some(Verdict::Disconnect);
+                }
+                Directive::Drop => {
+                    self.note_verdict(hook, "drop");
+                    return Some(Verdict::Disconnect);
+                }
+                // After the final dot only the verdict's reply may
+                // reach the client: a printed `250` line would read as
+                // acceptance of a message that is not queued.
+                Directive::Print(_) if hook == Hook::Body => {
+                    tracing::warn!(session = %self.id, plugin = %plugin.line.escape_ascii(),
+                        "P is ignored in [body]");
+                }
+                Directive::Print(t) => self.io.reply(t),
+                Directive::Header(t) => {
+                    if self.spp.headers.len() + t.len() < MAX_PENDING {
+                        self.spp.headers.extend_from_slice(&t);
+                        self.spp.headers.push(b'\n');
+                    } else {
+                        tracing::warn!(session = %self.id, "header block full; H line dropped");
                     }
-                    Directive::Next => verdict = Some(Verdict::Accept),
-                    Directive::SkipChecks => verdict = Some(Verdict::AcceptSkipChecks),
-                    Directive::Error(t) => {
-                        self.io.reply(refusal(hook, &plugin.line, t));
-                        verdict = Some(Verdict::Refuse);
-                    }
-                    Directive::Reject(t) => {
-                        self.io.reply(refusal(hook, &plugin.line, t));
-                        self.note_verdict(hook, "reject");
-                        return Verdict::Disconnect;
-                    }
-                    Directive::Drop => {
-                        self.note_verdict(hook, "drop");
-                        return Verdict::Disconnect;
-                    }
-                    // After the final dot only the verdict's reply may
-                    // reach the client: a printed `250` line would read as
-                    // acceptance of a message that is not queued.
-                    Directive::Print(_) if hook == Hook::Body => {
+                }
+                Directive::SetEnv(t) => {
+                    if !self.env.apply_assignment(&t) {
                         tracing::warn!(session = %self.id, plugin = %plugin.line.escape_ascii(),
-                            "P is ignored in [body]");
+                            "S with an empty name ignored");
                     }
-                    Directive::Print(t) => self.io.reply(t),
-                    Directive::Header(t) => {
-                        if self.spp.headers.len() + t.len() < MAX_PENDING {
-                            self.spp.headers.extend_from_slice(&t);
-                            self.spp.headers.push(b'\n');
+                }
+                Directive::UnsetEnv(name) => self.env.remove(name),
+                Directive::Change(new) => {
+                    if let Some(addr) = address.as_deref_mut() {
+                        let var = if hook == Hook::Mail {
+                            "SMTPMAILFROM"
                         } else {
-                            tracing::warn!(session = %self.id, "header block full; H line dropped");
-                        }
-                    }
-                    Directive::SetEnv(t) => {
-                        if !self.env.apply_assignment(&t) {
-                            tracing::warn!(session = %self.id, plugin = %plugin.line.escape_ascii(),
-                                "S with an empty name ignored");
-                        }
-                    }
-                    Directive::UnsetEnv(name) => self.env.remove(name),
-                    Directive::Change(new) => {
-                        if let Some(addr) = address.as_deref_mut() {
-                            let var = if hook == Hook::Mail {
-                                "SMTPMAILFROM"
-                            } else {
-                                "SMTPRCPTTO"
-                            };
-                            self.env.set(var, &new);
-                            *addr = new;
-                        }
-                    }
-                    Directive::Queue(kind, t) => {
-                        let queue = match kind {
-                            Queued::Mail => &mut self.spp.queued_mail,
-                            Queued::Rcpt => &mut self.spp.queued_rcpt,
-                            Queued::Data => &mut self.spp.queued_data,
+                            "SMTPRCPTTO"
                         };
-                        if queue.iter().map(Vec::len).sum::<usize>() + t.len() < MAX_PENDING {
-                            queue.push(t);
-                        } else {
-                            tracing::warn!(session = %self.id, "queued replies full; L line dropped");
-                        }
+                        self.env.set(var, &new);
+                        *addr = new;
+                    }
+                }
+                Directive::Queue(kind, t) => {
+                    let queue = match kind {
+                        Queued::Mail => &mut self.spp.queued_mail,
+                        Queued::Rcpt => &mut self.spp.queued_rcpt,
+                        Queued::Data => &mut self.spp.queued_data,
+                    };
+                    if queue.iter().map(Vec::len).sum::<usize>() + t.len() < MAX_PENDING {
+                        queue.push(t);
+                    } else {
+                        tracing::warn!(session = %self.id, "queued replies full; L line dropped");
                     }
                 }
             }
-            if let Some(failure) = outcome.failure {
-                self.note_verdict(hook, &format!("fail({})", failure.reason()));
-                let line = [
-                    b"451 qmail-spp failure: ",
-                    &plugin.line[..],
-                    b": ",
-                    failure.reason().as_bytes(),
-                    b" (#4.3.0)",
-                ]
-                .concat();
-                self.io.reply(line);
-                return Verdict::Refuse;
-            }
-            if let Some(v) = verdict {
-                let word = match v {
-                    Verdict::Accept => "accept",
-                    Verdict::AcceptSkipChecks => "skip-checks",
-                    Verdict::Refuse => "refuse",
-                    Verdict::Disconnect => "disconnect",
-                };
-                self.note_verdict(hook, word);
-                return v;
-            }
         }
-        Verdict::Accept
+        if let Some(failure) = outcome.failure {
+            self.note_verdict(hook, &format!("fail({})", failure.reason()));
+            let (code, class) = match plugin.options.on_failure {
+                OnFailure::Tempfail => ("451", "4.3.0"),
+                OnFailure::Reject => ("554", "5.3.0"),
+                // A verdict printed before the failure stands (qmail-spp
+                // applies what was printed); else the policy decides.
+                OnFailure::Skip => return verdict,
+                OnFailure::Accept => return verdict.or(Some(Verdict::Accept)),
+            };
+            let line = [
+                code.as_bytes(),
+                b" qmail-spp failure: ",
+                &plugin.line[..],
+                b": ",
+                failure.reason().as_bytes(),
+                b" (#",
+                class.as_bytes(),
+                b")",
+            ]
+            .concat();
+            self.io.reply(line);
+            return Some(Verdict::Refuse);
+        }
+        if let Some(v) = verdict {
+            let word = match v {
+                Verdict::Accept => "accept",
+                Verdict::AcceptSkipChecks => "skip-checks",
+                Verdict::Refuse => "refuse",
+                Verdict::Disconnect => "disconnect",
+            };
+            self.note_verdict(hook, word);
+        }
+        verdict
     }
 
     /// Records a plugin verdict for the transaction's log line (bounded).
@@ -169,6 +242,16 @@ impl Session {
             self.io.reply(t);
         }
         true
+    }
+}
+
+/// The `on-failure=` word of a policy, for logs.
+fn on_failure_name(policy: OnFailure) -> &'static str {
+    match policy {
+        OnFailure::Tempfail => "tempfail",
+        OnFailure::Skip => "skip",
+        OnFailure::Accept => "accept",
+        OnFailure::Reject => "reject",
     }
 }
 
