@@ -16,6 +16,7 @@ mod examples;
 mod mta_harness;
 mod nothing_lost;
 mod plugin_faults;
+mod plugin_platform;
 mod real_mta;
 mod session_rules;
 mod smtputf8;
