@@ -385,3 +385,36 @@ async fn rcpt_allowlist_classic_and_persistent() {
         home.write("allowed", "# mailboxes\nBob@ref.test\n\ncarol@ref.test\n");
     }
 }
+
+#[tokio::test]
+async fn connection_rate_pl_is_a_persistent_plugin_in_perl() {
+    let home = TestHome::new();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/plugins-examples/connection-rate.pl"
+    );
+    home.smtpplugins(&format!(
+        "[connection]\n#spp: persistent workers=1\n{script} 2 60\n"
+    ));
+    let cfg = home.config();
+    for _ in 0..2 {
+        let mut s = Driver::start(cfg.clone(), LOCAL).await;
+        s.greeting().await.all(&["220 mx.ref.test ESMTP"]);
+    }
+    let mut third = Driver::start(cfg.clone(), LOCAL).await;
+    third
+        .greeting()
+        .await
+        .all(&["421 too many connections from your address, try again later (#4.7.0)"]);
+    assert_eq!(third.closed().await, 0);
+    // Another address has its own count.
+    let mut other = Driver::start(cfg.clone(), &[("TCPREMOTEIP", "127.0.0.9")]).await;
+    other.greeting().await.code(220);
+    // Run classic, it has no memory and accepts every connection.
+    home.smtpplugins(&format!("[connection]\n{script} 2 60\n"));
+    let cfg = home.config();
+    for _ in 0..3 {
+        let mut s = Driver::start(cfg.clone(), LOCAL).await;
+        s.greeting().await.code(220);
+    }
+}
