@@ -19,6 +19,7 @@ Works classic (one run per RCPT) and persistent:
 import os
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ beside the plugins
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import spp  # noqa: E402
 

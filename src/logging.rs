@@ -1,6 +1,8 @@
 //! Log output: plain `key=value` lines on stderr (multilog, runit and
-//! journald's stdout capture all take them), or the systemd journal
-//! directly. The level comes from `SPP_LOG` (default `info`).
+//! journald's stdout capture all take them), each starting with an RFC 3339
+//! time stamp unless bare lines are asked for (multilog adds its own), or
+//! the systemd journal directly. The level comes from `SPP_LOG` (default
+//! `info`).
 
 use tracing::level_filters::LevelFilter;
 use tracing::Level;
@@ -14,6 +16,50 @@ pub enum LogTarget {
     Journald,
 }
 
+/// How stderr lines start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// With the UTC time: `2026-12-02T07:10:11.123Z  INFO ...`.
+    #[default]
+    Rfc3339,
+    /// Without a time (for multilog and others that add their own).
+    Bare,
+}
+
+impl LogFormat {
+    /// The format `SPP_LOG_FORMAT` names (unset or empty: the default);
+    /// `None` for any other value.
+    pub fn from_env() -> Option<LogFormat> {
+        match std::env::var("SPP_LOG_FORMAT").ok().as_deref() {
+            None | Some("") | Some("rfc3339") => Some(LogFormat::Rfc3339),
+            Some("bare") => Some(LogFormat::Bare),
+            Some(_) => None,
+        }
+    }
+}
+
+/// The time stamp of a line in `format` (empty when bare), with the space
+/// that follows it.
+fn stamp(format: LogFormat) -> String {
+    match format {
+        LogFormat::Rfc3339 => {
+            let mut s = crate::protocol::received::rfc3339_utc(std::time::SystemTime::now());
+            s.push(' ');
+            s
+        }
+        LogFormat::Bare => String::new(),
+    }
+}
+
+/// `tracing-subscriber`'s timer for [`LogFormat::Rfc3339`].
+struct Rfc3339Timer;
+
+impl tracing_subscriber::fmt::time::FormatTime for Rfc3339Timer {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        w.write_str(stamp(LogFormat::Rfc3339).trim_end())
+    }
+}
+
 /// Installs the subscriber. Safe to call once per process.
 ///
 /// With `stderr` and a plain level in `SPP_LOG` (or none), a small
@@ -22,12 +68,12 @@ pub enum LogTarget {
 /// costs a noticeable part of a short session. Other `SPP_LOG` values
 /// (per-target directives) and journald use `tracing-subscriber`. Both
 /// write the same lines.
-pub fn init(target: LogTarget) {
+pub fn init(target: LogTarget, format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     if target == LogTarget::Stderr {
         if let Some(max) = plain_level(std::env::var("SPP_LOG").ok().as_deref()) {
-            if tracing::subscriber::set_global_default(StderrLines { max }).is_ok() {
+            if tracing::subscriber::set_global_default(StderrLines { max, format }).is_ok() {
                 let _ = tracing_log::LogTracer::builder()
                     .with_max_level(level_to_log(max))
                     .init();
@@ -40,11 +86,15 @@ pub fn init(target: LogTarget) {
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
     };
     let stderr = || {
-        tracing_subscriber::fmt::layer()
+        use tracing_subscriber::Layer as _;
+        let layer = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(false)
-            .with_target(false)
-            .without_time()
+            .with_target(false);
+        match format {
+            LogFormat::Rfc3339 => layer.with_timer(Rfc3339Timer).boxed(),
+            LogFormat::Bare => layer.without_time().boxed(),
+        }
     };
     if target == LogTarget::Journald {
         match tracing_journald::layer() {
@@ -93,11 +143,12 @@ fn level_to_log(max: LevelFilter) -> log::LevelFilter {
     }
 }
 
-/// Events at or above `max` as `LEVEL message key=value ...` lines on
-/// stderr, one write each, in `tracing-subscriber`'s plain format (no
-/// time, no target). Spans are not used by this program and not shown.
+/// Events at or above `max` as `[TIME ]LEVEL message key=value ...` lines
+/// on stderr, one write each, in `tracing-subscriber`'s plain format (no
+/// target). Spans are not used by this program and not shown.
 struct StderrLines {
     max: LevelFilter,
+    format: LogFormat,
 }
 
 impl tracing::Subscriber for StderrLines {
@@ -119,7 +170,8 @@ impl tracing::Subscriber for StderrLines {
 
     fn event(&self, event: &tracing::Event<'_>) {
         use std::io::Write;
-        let mut line = format!("{:>5} ", event.metadata().level());
+        let mut line = stamp(self.format);
+        line.push_str(&format!("{:>5} ", event.metadata().level()));
         let mut fields = LineFields {
             message: String::new(),
             rest: String::new(),

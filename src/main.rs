@@ -17,6 +17,16 @@ struct Cli {
     /// Where to log: stderr (default) or journald.
     #[arg(long, value_enum, default_value = "stderr", global = true)]
     log: logging::LogTarget,
+    /// How stderr lines start: rfc3339 (a UTC time stamp) or bare (for
+    /// multilog and others that add their own).
+    #[arg(
+        long,
+        value_enum,
+        env = "SPP_LOG_FORMAT",
+        default_value = "rfc3339",
+        global = true
+    )]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -52,13 +62,15 @@ enum Mode {
 
 fn main() {
     let argv: Vec<OsString> = std::env::args_os().collect();
-    if let Some((home, log)) = plain_stdio(&argv, std::env::var_os("SPP_HOME")) {
-        logging::init(log);
+    let plain = plain_stdio(&argv, std::env::var_os("SPP_HOME"))
+        .and_then(|p| Some((p, logging::LogFormat::from_env()?)));
+    if let Some(((home, log), format)) = plain {
+        logging::init(log, format);
         let code = stdio(&home, false, &[], false, &Default::default());
         std::process::exit(code);
     }
     let cli = Cli::parse_from(argv);
-    logging::init(cli.log);
+    logging::init(cli.log, cli.log_format);
     let code = match cli.mode {
         Mode::Stdio {
             proxy,

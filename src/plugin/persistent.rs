@@ -143,7 +143,7 @@ impl Pool {
     fn new(plugin: &Plugin, home: &Path) -> Pool {
         let options = plugin.options.persistent.unwrap_or_default();
         Pool {
-            name: plugin.line.escape_ascii().to_string(),
+            name: crate::logging::quoted(&plugin.line),
             program: plugin.program.clone(),
             home: home.to_path_buf(),
             options,

@@ -99,7 +99,7 @@ pub async fn run(
     session: &str,
     input: Option<&Path>,
 ) -> RunOutcome {
-    let name = plugin.line.escape_ascii().to_string();
+    let name = crate::logging::quoted(&plugin.line);
     let mut cmd = match &plugin.program {
         Program::Shell(text) => child::command(
             Path::new("/bin/sh"),

@@ -78,6 +78,22 @@ pub fn rfc822_date_utc(t: SystemTime) -> String {
     )
 }
 
+/// `2026-11-22T03:07:14.250Z` (RFC 3339, UTC, milliseconds) for the given
+/// instant: the time stamp of log lines.
+pub fn rfc3339_utc(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
 /// Converts days since 1970-01-01 to (year, month 1-12, day 1-31) in the
 /// proleptic Gregorian calendar.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -100,6 +116,13 @@ mod tests {
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn rfc3339_stamps() {
+        assert_eq!(rfc3339_utc(at(0)), "1970-01-01T00:00:00.000Z");
+        let t = at(1_795_835_234) + Duration::from_millis(250);
+        assert_eq!(rfc3339_utc(t), "2026-11-28T03:07:14.250Z");
     }
 
     #[test]

@@ -145,12 +145,14 @@ impl Session {
         started: Instant,
         result: &str,
     ) {
+        let outcomes = self.take_outcomes();
         tracing::info!(
             session = %self.id,
             client = %quoted(&self.client.remote_ip),
             helo = %quoted(&self.helo),
             from = %quoted(&envelope.sender),
             rcpts = envelope.recipients.len(),
+            outcomes = %quoted(outcomes.as_bytes()),
             size,
             verdicts = %quoted(self.verdicts.join(" ").as_bytes()),
             ms = started.elapsed().as_millis() as u64,

@@ -15,6 +15,7 @@ impl Session {
         self.helo = arg;
         self.tx = None;
         self.end_transaction();
+        self.rcpt_outcomes.clear();
         let greeting = &self.cfg.control.greeting;
         if !extended {
             self.io.reply([b"250 ", &greeting[..]].concat());

@@ -103,7 +103,7 @@ impl Session {
             directives = outcome.directives.len(),
             "observe: {would}"
         );
-        self.note_verdict(hook, "observed");
+        self.note_verdict(hook, plugin, "observed");
     }
 
     /// Applies what a plugin printed; `Some` when it decided the command.
@@ -129,18 +129,18 @@ impl Session {
                 }
                 Directive::Reject(t) => {
                     self.io.reply(refusal(hook, &plugin.line, t));
-                    self.note_verdict(hook, "reject");
+                    self.note_verdict(hook, plugin, "reject");
                     return Some(Verdict::Disconnect);
                 }
                 Directive::Drop => {
-                    self.note_verdict(hook, "drop");
+                    self.note_verdict(hook, plugin, "drop");
                     return Some(Verdict::Disconnect);
                 }
                 // After the final dot only the verdict's reply may
                 // reach the client: a printed `250` line would read as
                 // acceptance of a message that is not queued.
                 Directive::Print(_) if hook == Hook::Body => {
-                    tracing::warn!(session = %self.id, plugin = %plugin.line.escape_ascii(),
+                    tracing::warn!(session = %self.id, plugin = %crate::logging::quoted(&plugin.line),
                         "P is ignored in [body]");
                 }
                 Directive::Print(t) => self.io.reply(t),
@@ -154,7 +154,7 @@ impl Session {
                 }
                 Directive::SetEnv(t) => {
                     if !self.env.apply_assignment(&t) {
-                        tracing::warn!(session = %self.id, plugin = %plugin.line.escape_ascii(),
+                        tracing::warn!(session = %self.id, plugin = %crate::logging::quoted(&plugin.line),
                             "S with an empty name ignored");
                     }
                 }
@@ -185,7 +185,7 @@ impl Session {
             }
         }
         if let Some(failure) = outcome.failure {
-            self.note_verdict(hook, &format!("fail({})", failure.reason()));
+            self.note_verdict(hook, plugin, &format!("fail({})", failure.reason()));
             let (code, class) = match plugin.options.on_failure {
                 OnFailure::Tempfail => ("451", "4.3.0"),
                 OnFailure::Reject => ("554", "5.3.0"),
@@ -215,15 +215,23 @@ impl Session {
                 Verdict::Refuse => "refuse",
                 Verdict::Disconnect => "disconnect",
             };
-            self.note_verdict(hook, word);
+            self.note_verdict(hook, plugin, word);
         }
         verdict
     }
 
-    /// Records a plugin verdict for the transaction's log line (bounded).
-    fn note_verdict(&mut self, hook: Hook, verdict: &str) {
+    /// Records a plugin verdict for the transaction's log line (bounded),
+    /// and a refusal or failure as what decided the command.
+    fn note_verdict(&mut self, hook: Hook, plugin: &Plugin, verdict: &str) {
         if self.verdicts.len() < 100 {
             self.verdicts.push(format!("{}:{verdict}", hook.name()));
+        }
+        if !matches!(verdict, "accept" | "skip-checks" | "observed") {
+            self.decider = Some(super::report::Decider {
+                hook,
+                plugin: plugin.line.clone(),
+                verdict: verdict.to_string(),
+            });
         }
     }
 
@@ -268,7 +276,7 @@ fn refusal(hook: Hook, plugin: &[u8], text: Vec<u8>) -> Vec<u8> {
     if hook != Hook::Body || is_refusal {
         return text;
     }
-    tracing::warn!(plugin = %plugin.escape_ascii(), reply = %text.escape_ascii(),
+    tracing::warn!(plugin = %crate::logging::quoted(plugin), reply = %crate::logging::quoted(&text),
         "[body] refusal is not a 4xx or 5xx reply line");
     [
         b"451 qmail-spp failure: ",

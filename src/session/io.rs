@@ -95,6 +95,9 @@ pub struct SmtpIo {
     /// What the replies being queued answer (set per command), for their
     /// enhanced status codes; the greeting is sent in the exempt default.
     pub context: ReplyContext,
+    /// The last 4xx or 5xx reply queued since the session cleared it (the
+    /// current command's refusal, for the log).
+    pub refusal: Option<Vec<u8>>,
 }
 
 impl SmtpIo {
@@ -112,12 +115,16 @@ impl SmtpIo {
             bulk: false,
             enhanced: false,
             context: ReplyContext::Exempt,
+            refusal: None,
         }
     }
 
     /// Queues one reply line (CRLF is added), with its enhanced status
     /// code when those are on.
     pub fn reply(&mut self, line: impl AsRef<[u8]>) {
+        if matches!(line.as_ref().first(), Some(b'4' | b'5')) {
+            self.refusal = Some(line.as_ref().to_vec());
+        }
         if self.enhanced {
             enhanced::annotate_into(line.as_ref(), self.context, &mut self.out);
         } else {

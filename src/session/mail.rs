@@ -58,6 +58,7 @@ impl Session {
             return self.simple(text::ADDRESS_FORM);
         }
         self.end_transaction();
+        self.rcpt_outcomes.clear();
         self.tx = Some(Transaction {
             sender: addr,
             recipients: Vec::new(),

@@ -12,6 +12,7 @@ mod hooks;
 pub mod io;
 mod mail;
 mod rcpt;
+mod report;
 mod tls;
 
 use crate::config::plugins::{Hook, PluginTable};
@@ -214,6 +215,12 @@ pub struct Session {
     /// The message being received in BDAT chunks, between its first and
     /// its `LAST` chunk (the transaction is ended; `tx` is `None`).
     pub(crate) chunked: Option<Box<chunking::ChunkedMessage>>,
+    /// The plugin that decided the current command, if one refused it
+    /// (for the `refused` log line).
+    pub(crate) decider: Option<report::Decider>,
+    /// The RCPTs of the open transaction and their reply codes (for the
+    /// `transaction` log line).
+    pub(crate) rcpt_outcomes: Vec<report::RcptOutcome>,
 }
 
 impl Session {
@@ -249,6 +256,8 @@ impl Session {
             downstream: None,
             body_file: None,
             chunked: None,
+            decider: None,
+            rcpt_outcomes: Vec::new(),
         }
     }
 
@@ -282,12 +291,14 @@ impl Session {
         };
         self.end_transaction();
         if let Some((sender, rcpts)) = open {
+            let outcomes = self.take_outcomes();
             tracing::info!(
                 session = %self.id,
                 client = %crate::logging::quoted(&self.client.remote_ip),
                 helo = %crate::logging::quoted(&self.helo),
                 from = %crate::logging::quoted(&sender),
                 rcpts,
+                outcomes = %crate::logging::quoted(outcomes.as_bytes()),
                 verdicts = %crate::logging::quoted(self.verdicts.join(" ").as_bytes()),
                 result = %crate::logging::quoted(b"abandoned"),
                 "transaction"
@@ -333,7 +344,10 @@ impl Session {
                 return Flow::Close(1);
             }
         }
-        match self.run_hook(Hook::Connection, None).await {
+        self.report_start();
+        let verdict = self.run_hook(Hook::Connection, None).await;
+        self.report_end("CONNECT", None, false);
+        match verdict {
             Verdict::Accept | Verdict::AcceptSkipChecks => {
                 if !self.greeting_delay.is_zero() {
                     match self.io.quiet_for(self.greeting_delay).await {
@@ -376,7 +390,18 @@ impl Session {
                 }
                 Err(end) => return self.io_ended(end).await,
             };
-            let flow = self.dispatch(Command::parse(&line)).await;
+            let cmd = Command::parse(&line);
+            let verb = cmd.verb;
+            // AUTH's argument carries credentials; an unknown verb is
+            // shown whole.
+            let arg = match verb {
+                Verb::Auth => None,
+                Verb::Unknown => Some(line.clone()),
+                _ => Some(cmd.arg.clone()),
+            };
+            self.report_start();
+            let flow = self.dispatch(cmd).await;
+            self.report_end(report::verb_name(verb), arg.as_deref(), verb == Verb::Rcpt);
             self.follow_smtputf8();
             if let Flow::Close(code) = flow {
                 return code;
@@ -411,6 +436,7 @@ impl Session {
             // Boxed: the DATA and queue state is only allocated during DATA.
             Verb::Data => Box::pin(self.data()).await,
             Verb::Rset => {
+                self.rcpt_outcomes.clear();
                 self.spp.clear_transaction();
                 self.tx = None;
                 self.end_transaction();

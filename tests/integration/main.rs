@@ -13,6 +13,7 @@ mod daemon;
 mod downstream;
 mod enhanced_status;
 mod examples;
+mod logs;
 mod mta_harness;
 mod nothing_lost;
 mod plugin_faults;

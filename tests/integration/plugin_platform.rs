@@ -23,6 +23,7 @@ fn pid_plugin(home: &TestHome) -> String {
         &format!(
             r#"#!/usr/bin/env python3
 import os, sys, time
+sys.dont_write_bytecode = True
 sys.path.insert(0, "{lib}")
 import spp
 
@@ -256,7 +257,7 @@ async fn a_persistent_body_plugin_reads_the_spooled_message() {
     let p = home.plugin(
         "lines.py",
         &format!(
-            "#!/usr/bin/env python3\nimport sys\nsys.path.insert(0, \"{lib}\")\nimport spp\n\
+            "#!/usr/bin/env python3\nimport sys\nsys.dont_write_bytecode = True\nsys.path.insert(0, \"{lib}\")\nimport spp\n\
              def check(req):\n    with req.message() as m:\n        n = len(m.read().splitlines())\n    \
              return [\"HX-Lines: %d\" % n, \"N\"]\nspp.serve(check)\n"
         ),
