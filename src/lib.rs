@@ -27,6 +27,7 @@ pub mod blocking;
 pub mod child;
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod plugin;
 pub mod protocol;
