@@ -13,6 +13,7 @@ pub mod io;
 mod mail;
 mod rcpt;
 mod tls;
+pub mod trace;
 
 use crate::config::plugins::{Hook, PluginTable};
 use crate::config::Config;
@@ -214,6 +215,9 @@ pub struct Session {
     /// The message being received in BDAT chunks, between its first and
     /// its `LAST` chunk (the transaction is ended; `tx` is `None`).
     pub(crate) chunked: Option<Box<chunking::ChunkedMessage>>,
+    /// Where every plugin run is reported (`spp-smtpd try`); `None` in
+    /// `stdio` and `serve`.
+    pub(crate) trace: Option<trace::TraceSender>,
 }
 
 impl Session {
@@ -249,7 +253,14 @@ impl Session {
             downstream: None,
             body_file: None,
             chunked: None,
+            trace: None,
         }
+    }
+
+    /// Reports every plugin run of this session to `sink`.
+    pub fn traced(mut self, sink: trace::TraceSender) -> Self {
+        self.trace = Some(sink);
+        self
     }
 
     /// Attaches the daemon's limits and signals.
