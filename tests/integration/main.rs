@@ -20,3 +20,4 @@ mod real_mta;
 mod session_rules;
 mod smtputf8;
 mod tls_auth;
+mod try_command;
