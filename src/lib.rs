@@ -19,6 +19,8 @@
 //!   program, sendmail).
 //! - [`net`]: the transports — `stdio` (tcpserver/inetd) and the `serve`
 //!   daemon — and local address enumeration.
+//! - [`trial`]: `spp-smtpd try` — a scripted client drives a real session
+//!   in memory and prints every plugin run (above `session`, like `net`).
 //! - [`tls`]: certificates and the rustls configuration (STARTTLS, implicit TLS).
 //! - [`logging`]: the log subscriber (stderr or journald).
 
@@ -34,6 +36,7 @@ pub mod protocol;
 pub mod queue;
 pub mod session;
 pub mod tls;
+pub mod trial;
 
 #[cfg(test)]
 mod testing;

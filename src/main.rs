@@ -1,7 +1,7 @@
 //! Command line: pick the mode, run it, map the result to an exit status.
 
 use clap::{Parser, Subcommand};
-use spp_smtpd::{config, logging, net};
+use spp_smtpd::{config, logging, net, trial};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -58,6 +58,10 @@ enum Mode {
         #[arg(long)]
         plugins: Option<PathBuf>,
     },
+    /// Run plugins on a synthetic session with no network: print what each
+    /// got and printed and what the client saw; exit 0 accepted, 1
+    /// refused, 2 a plugin failed.
+    Try(Box<trial::TryArgs>),
 }
 
 fn main() {
@@ -79,6 +83,7 @@ fn main() {
             tls_auth,
         } => stdio(&cli.home, proxy, &proxy_from, tls, &tls_auth),
         Mode::Serve(args) => net::daemon::run(&cli.home, &args),
+        Mode::Try(args) => trial::run(&cli.home, &args),
         Mode::Check { plugins } => {
             let problems = config::check::check(&cli.home, plugins.as_deref());
             for p in &problems {

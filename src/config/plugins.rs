@@ -106,6 +106,18 @@ pub enum OnFailure {
     Reject,
 }
 
+impl OnFailure {
+    /// The `on-failure=` word, for logs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnFailure::Tempfail => "tempfail",
+            OnFailure::Skip => "skip",
+            OnFailure::Accept => "accept",
+            OnFailure::Reject => "reject",
+        }
+    }
+}
+
 /// Whether what a plugin prints takes effect (`mode=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
@@ -534,6 +546,15 @@ mod tests {
         );
         assert_eq!(p.timeout, Some(Duration::from_millis(250)));
         assert_eq!(ok("on-failure=reject").on_failure, OnFailure::Reject);
+        for f in [
+            OnFailure::Tempfail,
+            OnFailure::Skip,
+            OnFailure::Accept,
+            OnFailure::Reject,
+        ] {
+            let text = format!("on-failure={}", f.name());
+            assert_eq!(ok(&text).on_failure, f, "the name reads back");
+        }
         assert_eq!(
             ok("on-failure=accept mode=enforce").on_failure,
             OnFailure::Accept

@@ -75,6 +75,29 @@ impl Directive {
         })
     }
 
+    /// The line as the plugin printed it, without its LF: the letter and
+    /// the text (what [`Directive::parse`] ignores, such as text after
+    /// `N` or after a NUL, is not kept).
+    pub fn line(&self) -> Vec<u8> {
+        let (letter, text): (&[u8], &[u8]) = match self {
+            Directive::AcceptAll => (b"A", b""),
+            Directive::Next => (b"N", b""),
+            Directive::SkipChecks => (b"O", b""),
+            Directive::Error(t) => (b"E", t),
+            Directive::Reject(t) => (b"R", t),
+            Directive::Drop => (b"D", b""),
+            Directive::Print(t) => (b"P", t),
+            Directive::Header(t) => (b"H", t),
+            Directive::SetEnv(t) => (b"S", t),
+            Directive::UnsetEnv(t) => (b"U", t),
+            Directive::Change(t) => (b"C", t),
+            Directive::Queue(Queued::Mail, t) => (b"LM", t),
+            Directive::Queue(Queued::Rcpt, t) => (b"LR", t),
+            Directive::Queue(Queued::Data, t) => (b"LD", t),
+        };
+        [letter, text].concat()
+    }
+
     /// Whether this directive ends the plugin's output and the hook.
     pub fn terminates(&self) -> bool {
         matches!(
@@ -126,6 +149,19 @@ mod tests {
         ];
         for (line, want) in table {
             assert_eq!(&Directive::parse(line), want, "{line:?}");
+            if let Some(d) = want {
+                assert_eq!(
+                    Directive::parse(&d.line()).as_ref(),
+                    Some(d),
+                    "{line:?} printed back"
+                );
+            }
         }
+        assert_eq!(Directive::Error(b"550 no".to_vec()).line(), b"E550 no");
+        assert_eq!(Directive::Next.line(), b"N");
+        assert_eq!(
+            Directive::Queue(Queued::Data, b"451 later".to_vec()).line(),
+            b"LD451 later"
+        );
     }
 }

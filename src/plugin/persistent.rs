@@ -175,7 +175,7 @@ impl Pool {
                 if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.options.queue {
                     self.waiting.fetch_sub(1, Ordering::SeqCst);
                     tracing::warn!(session, plugin = %self.name, "all workers busy and the queue is full");
-                    return failed(Failure::Busy);
+                    return RunOutcome::failed(Failure::Busy);
                 }
                 let p = tokio::time::timeout_at(deadline, self.slots.acquire()).await;
                 self.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -183,7 +183,7 @@ impl Pool {
                     Ok(Ok(p)) => p,
                     _ => {
                         tracing::warn!(session, plugin = %self.name, "no worker became free before the deadline");
-                        return failed(Failure::Busy);
+                        return RunOutcome::failed(Failure::Busy);
                     }
                 }
             }
@@ -195,7 +195,7 @@ impl Pool {
                 Ok(w) => w,
                 Err(f) => {
                     tracing::warn!(session, plugin = %self.name, failure = f.reason(), "persistent plugin cannot be started");
-                    return failed(f);
+                    return RunOutcome::failed(f);
                 }
             },
         };
@@ -232,6 +232,7 @@ impl Pool {
         RunOutcome {
             directives,
             failure,
+            status: None,
         }
     }
 
@@ -458,14 +459,6 @@ pub fn encode_request(
         out.push(b'\n');
     }
     out
-}
-
-/// A failed outcome with no directives.
-fn failed(failure: Failure) -> RunOutcome {
-    RunOutcome {
-        directives: Vec::new(),
-        failure: Some(failure),
-    }
 }
 
 #[cfg(test)]

@@ -5,12 +5,12 @@
 
 use super::directive::Directive;
 use crate::child;
-use crate::config::plugins::{Plugin, Program};
+use crate::config::plugins::{OnFailure, Plugin, Program};
 use crate::session::env::SessionEnv;
 use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Child;
@@ -74,12 +74,51 @@ impl Failure {
 
 /// The result of one run: the directives in order (up to and including the
 /// first terminating one), and a failure if there was one.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RunOutcome {
     /// Directives to apply, in the order printed.
     pub directives: Vec<Directive>,
     /// Set when the run failed; directives before the failure still apply.
     pub failure: Option<Failure>,
+    /// How a classic run's process ended (a kill by the server after a
+    /// timeout or too much output included); `None` when no process was
+    /// started or it was a persistent plugin's request. Only reported
+    /// (`spp-smtpd try`): `failure` is what counts.
+    pub status: Option<ExitStatus>,
+}
+
+impl RunOutcome {
+    /// An outcome with no directives and `failure`, for a run that never
+    /// started a process or got no answer.
+    pub(crate) fn failed(failure: Failure) -> RunOutcome {
+        RunOutcome {
+            failure: Some(failure),
+            ..Default::default()
+        }
+    }
+
+    /// What the plugin would have done had it been enforced
+    /// (`mode=observe`), in words: `would refuse: 550 no`, `would fail:
+    /// timeout (on-failure=tempfail)`, `no verdict`...
+    pub fn would(&self, on_failure: OnFailure) -> String {
+        let verdict = self.directives.iter().find(|d| d.terminates());
+        match (verdict, self.failure) {
+            (Some(Directive::Error(t)), _) => format!("would refuse: {}", t.escape_ascii()),
+            (Some(Directive::Reject(t)), _) => {
+                format!("would refuse and disconnect: {}", t.escape_ascii())
+            }
+            (Some(Directive::Drop), _) => "would disconnect".to_string(),
+            (Some(Directive::AcceptAll), _) => "would accept and stop plugins".to_string(),
+            (Some(Directive::SkipChecks), _) => "would accept, skipping checks".to_string(),
+            (Some(_), _) => "would accept".to_string(),
+            (None, Some(f)) => format!(
+                "would fail: {} (on-failure={})",
+                f.reason(),
+                on_failure.name()
+            ),
+            (None, None) => "no verdict".to_string(),
+        }
+    }
 }
 
 /// Limits for one run.
@@ -116,10 +155,7 @@ pub async fn run(
             Ok(f) => Stdio::from(f),
             Err(e) => {
                 tracing::error!(session, plugin = %name, error = %e, "cannot open the message for the plugin");
-                return RunOutcome {
-                    directives: Vec::new(),
-                    failure: Some(Failure::CantExecute),
-                };
+                return RunOutcome::failed(Failure::CantExecute);
             }
         },
     };
@@ -135,10 +171,7 @@ pub async fn run(
             } else {
                 Failure::CantExecute
             };
-            return RunOutcome {
-                directives: Vec::new(),
-                failure: Some(failure),
-            };
+            return RunOutcome::failed(failure);
         }
     };
     let deadline = deadline_after(limits.timeout);
@@ -150,31 +183,19 @@ pub async fn run(
     let mut directives = Vec::new();
     let read =
         tokio::time::timeout_at(deadline, read_directives(&mut stdout, &mut directives)).await;
-    let failure = match read {
+    let (failure, status) = match read {
         Ok(ReadEnd::Verdict) => {
             after_verdict(&mut child, &mut stdout, deadline, &name, session).await
         }
         Ok(ReadEnd::Eof) => {
             drop(stdout);
             match tokio::time::timeout_at(deadline, child.wait()).await {
-                Ok(status) => status_failure(status),
-                Err(_) => {
-                    child::kill_group(&mut child);
-                    let _ = child.wait().await;
-                    Some(Failure::Timeout)
-                }
+                Ok(status) => (status_failure(&status), status.ok()),
+                Err(_) => (Some(Failure::Timeout), kill_and_reap(&mut child).await),
             }
         }
-        Ok(ReadEnd::Failed(f)) => {
-            child::kill_group(&mut child);
-            let _ = child.wait().await;
-            Some(f)
-        }
-        Err(_) => {
-            child::kill_group(&mut child);
-            let _ = child.wait().await;
-            Some(Failure::Timeout)
-        }
+        Ok(ReadEnd::Failed(f)) => (Some(f), kill_and_reap(&mut child).await),
+        Err(_) => (Some(Failure::Timeout), kill_and_reap(&mut child).await),
     };
     // Whatever the plugin left running in its process group goes with it.
     if let Some(pid) = pid {
@@ -186,7 +207,14 @@ pub async fn run(
     RunOutcome {
         directives,
         failure,
+        status,
     }
+}
+
+/// Kills the child's process group and reaps it; how it ended.
+async fn kill_and_reap(child: &mut Child) -> Option<ExitStatus> {
+    child::kill_group(child);
+    child.wait().await.ok()
 }
 
 /// `now + timeout`, or a far-away instant if that overflows.
@@ -205,13 +233,13 @@ async fn after_verdict(
     deadline: Instant,
     name: &str,
     session: &str,
-) -> Option<Failure> {
+) -> (Option<Failure>, Option<ExitStatus>) {
     let mut buf = [0u8; 4096];
     let mut drained = 0usize;
     let mut eof = false;
     loop {
         tokio::select! {
-            status = child.wait() => return status_failure(status),
+            status = child.wait() => return (status_failure(&status), status.ok()),
             r = stdout.read(&mut buf), if !eof => match r {
                 Ok(0) | Err(_) => eof = true,
                 Ok(n) => {
@@ -228,13 +256,11 @@ async fn after_verdict(
             }
         }
     }
-    child::kill_group(child);
-    let _ = child.wait().await;
-    None
+    (None, kill_and_reap(child).await)
 }
 
 /// The failure an exit status means: killed by a signal, or 120.
-fn status_failure(status: std::io::Result<std::process::ExitStatus>) -> Option<Failure> {
+fn status_failure(status: &std::io::Result<ExitStatus>) -> Option<Failure> {
     match status {
         Ok(s) if s.signal().is_some() => Some(Failure::Crashed),
         Ok(s) if s.code() == Some(120) => Some(Failure::CantExecute),

@@ -2,11 +2,14 @@
 //! session: replies, headers, environment, address changes, queued errors,
 //! and the verdict.
 
+use super::trace::PluginRun;
 use super::{Session, Verdict};
 use crate::config::plugins::{Hook, Mode, OnFailure, Plugin};
 use crate::plugin::directive::{Directive, Queued};
 use crate::plugin::persistent;
 use crate::plugin::runner::{self, RunLimits, RunOutcome};
+use std::sync::Arc;
+use std::time::Instant;
 
 /// Most bytes of `H` headers, and of queued texts of each kind, that a
 /// session keeps: a client repeating a command cannot make them grow
@@ -43,8 +46,25 @@ impl Session {
     }
 
     /// Runs one plugin (classic) or asks it (persistent), with its
-    /// deadline.
-    async fn consult(&mut self, hook: Hook, plugin: &Plugin) -> RunOutcome {
+    /// deadline, and reports the run to the trace sink if there is one.
+    async fn consult(&mut self, hook: Hook, plugin: &Arc<Plugin>) -> RunOutcome {
+        let started = self.trace.is_some().then(Instant::now);
+        let outcome = self.run_plugin(hook, plugin).await;
+        if let (Some(sink), Some(started)) = (&self.trace, started) {
+            // A closed sink only means nobody reads the trace any more.
+            let _ = sink.send(PluginRun {
+                hook,
+                plugin: Arc::clone(plugin),
+                env: self.env.clone(),
+                outcome: outcome.clone(),
+                elapsed: started.elapsed(),
+            });
+        }
+        outcome
+    }
+
+    /// Runs one plugin (classic) or asks it (persistent).
+    async fn run_plugin(&mut self, hook: Hook, plugin: &Plugin) -> RunOutcome {
         let limits = RunLimits {
             timeout: plugin
                 .options
@@ -78,23 +98,7 @@ impl Session {
     /// `mode=observe`: logs what the plugin would have done; nothing of
     /// it takes effect.
     fn observe(&mut self, hook: Hook, plugin: &Plugin, outcome: &RunOutcome) {
-        let verdict = outcome.directives.iter().find(|d| d.terminates());
-        let would = match (verdict, outcome.failure) {
-            (Some(Directive::Error(t)), _) => format!("would refuse: {}", t.escape_ascii()),
-            (Some(Directive::Reject(t)), _) => {
-                format!("would refuse and disconnect: {}", t.escape_ascii())
-            }
-            (Some(Directive::Drop), _) => "would disconnect".to_string(),
-            (Some(Directive::AcceptAll), _) => "would accept and stop plugins".to_string(),
-            (Some(Directive::SkipChecks), _) => "would accept, skipping checks".to_string(),
-            (Some(_), _) => "would accept".to_string(),
-            (None, Some(f)) => format!(
-                "would fail: {} (on-failure={})",
-                f.reason(),
-                on_failure_name(plugin.options.on_failure)
-            ),
-            (None, None) => "no verdict".to_string(),
-        };
+        let would = outcome.would(plugin.options.on_failure);
         tracing::info!(
             session = %self.id,
             client = %crate::logging::quoted(&self.client.remote_ip),
@@ -250,16 +254,6 @@ impl Session {
             self.io.reply(t);
         }
         true
-    }
-}
-
-/// The `on-failure=` word of a policy, for logs.
-fn on_failure_name(policy: OnFailure) -> &'static str {
-    match policy {
-        OnFailure::Tempfail => "tempfail",
-        OnFailure::Skip => "skip",
-        OnFailure::Accept => "accept",
-        OnFailure::Reject => "reject",
     }
 }
 

@@ -14,6 +14,7 @@ mod mail;
 mod rcpt;
 mod report;
 mod tls;
+pub mod trace;
 
 use crate::config::plugins::{Hook, PluginTable};
 use crate::config::Config;
@@ -221,6 +222,9 @@ pub struct Session {
     /// The RCPTs of the open transaction and their reply codes (for the
     /// `transaction` log line).
     pub(crate) rcpt_outcomes: Vec<report::RcptOutcome>,
+    /// Where every plugin run is reported (`spp-smtpd try`); `None` in
+    /// `stdio` and `serve`.
+    pub(crate) trace: Option<trace::TraceSender>,
 }
 
 impl Session {
@@ -258,7 +262,14 @@ impl Session {
             chunked: None,
             decider: None,
             rcpt_outcomes: Vec::new(),
+            trace: None,
         }
+    }
+
+    /// Reports every plugin run of this session to `sink`.
+    pub fn traced(mut self, sink: trace::TraceSender) -> Self {
+        self.trace = Some(sink);
+        self
     }
 
     /// Attaches the daemon's limits and signals.

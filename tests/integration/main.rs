@@ -22,3 +22,4 @@ mod real_mta;
 mod session_rules;
 mod smtputf8;
 mod tls_auth;
+mod try_command;
