@@ -147,11 +147,7 @@ impl Metrics {
             "Connections open now",
             m.connections_open.clone(),
         );
-        registry.register(
-            "connections",
-            "Connections accepted",
-            m.connections.clone(),
-        );
+        registry.register("connections", "Connections accepted", m.connections.clone());
         registry.register(
             "connections_refused",
             "Connections refused by a limit or a rule",
@@ -212,6 +208,13 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The same in the older Prometheus text format (0.0.4), for clients
+    /// that do not ask for OpenMetrics: no `# EOF`, and a counter's HELP
+    /// and TYPE name its `_total` samples.
+    pub fn encode_prometheus(&self) -> String {
+        to_prometheus_text(&self.encode())
     }
 }
 
@@ -292,7 +295,9 @@ pub fn auth(ok: bool) {
 /// Counts a connection refused for `reason`.
 pub fn connection_refused(reason: &'static str) {
     if let Some(m) = get() {
-        m.connections_refused.get_or_create(&Reason { reason }).inc();
+        m.connections_refused
+            .get_or_create(&Reason { reason })
+            .inc();
     }
 }
 
@@ -317,6 +322,35 @@ pub fn label(bytes: &[u8]) -> String {
             c if c.is_control() => out.push('?'),
             c => out.push(c),
         }
+    }
+    out
+}
+
+/// Converts OpenMetrics text (as this registry writes it: HELP, TYPE, then
+/// samples, per family) to the Prometheus text format.
+fn to_prometheus_text(open_metrics: &str) -> String {
+    let mut out = String::with_capacity(open_metrics.len());
+    let mut help: Option<&str> = None;
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = Some(rest);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.rsplit_once(' ').unwrap_or((rest, ""));
+            let suffix = if kind == "counter" { "_total" } else { "" };
+            if let Some(h) = help.take() {
+                let text = h.strip_prefix(name).unwrap_or(h);
+                out.push_str(&format!("# HELP {name}{suffix}{text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name}{suffix} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
     }
     out
 }
@@ -351,8 +385,18 @@ mod tests {
             })
             .observe(0.002);
         let text = m.encode();
-        assert!(text.contains("spp_smtpd_replies_total{command=\"RCPT\",class=\"5xx\"} 1"), "{text}");
+        assert!(
+            text.contains("spp_smtpd_replies_total{command=\"RCPT\",class=\"5xx\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("spp_smtpd_plugin_run_seconds_bucket{le=\"0.0025\",plugin=\"a \\\"b\\\"\\\\\\n?\"} 1"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+        let old = m.encode_prometheus();
+        assert!(old.contains("# HELP spp_smtpd_replies_total Replies by command and code class.\n# TYPE spp_smtpd_replies_total counter\nspp_smtpd_replies_total{"), "{old}");
+        assert!(
+            old.contains("# TYPE spp_smtpd_connections_open gauge\n"),
+            "{old}"
+        );
+        assert!(!old.contains("# EOF"), "{old}");
     }
 }

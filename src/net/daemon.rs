@@ -168,6 +168,16 @@ pub fn run(home: &Path, args: &ServeArgs) -> i32 {
             return EXIT_LISTEN;
         }
     };
+    let metrics_listener = match settings.metrics.map(bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot listen for metrics on {:?}: {e}", settings.metrics);
+            return EXIT_LISTEN;
+        }
+    };
+    if metrics_listener.is_some() {
+        crate::metrics::install();
+    }
     if let Some(user) = &settings.user {
         if let Err(e) = super::privileges::drop_privileges(user, settings.group.as_deref()) {
             tracing::error!("cannot switch to user {user}: {e}");
@@ -192,7 +202,7 @@ pub fn run(home: &Path, args: &ServeArgs) -> i32 {
             return 1;
         }
     };
-    let code = rt.block_on(serve(home, settings, snapshot, listeners));
+    let code = rt.block_on(serve(home, settings, snapshot, listeners, metrics_listener));
     rt.shutdown_timeout(Duration::from_secs(1));
     code
 }
@@ -268,6 +278,7 @@ async fn serve(
     settings: DaemonSettings,
     snapshot: Snapshot,
     listeners: Vec<Listener>,
+    metrics: Option<std::net::TcpListener>,
 ) -> i32 {
     let mut base_env = SessionEnv::from_process();
     for name in PER_CONNECTION {
@@ -294,6 +305,18 @@ async fn serve(
     let settings_auth = settings.tls_auth.auth.clone().map(Arc::new);
     let (snap_tx, snap_rx) = watch::channel(Arc::new(snapshot));
     let (state_tx, state_rx) = watch::channel(RunState::Running);
+    if let Some(l) = metrics {
+        match TcpListener::from_std(l) {
+            Ok(l) => {
+                tracing::info!(addr = ?l.local_addr().ok(), "metrics at /metrics");
+                tokio::spawn(super::metrics_http::serve(l, state_rx.clone()));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serve metrics");
+                return EXIT_LISTEN;
+            }
+        }
+    }
     let shared = Arc::new(Shared {
         conn_slots: Arc::new(Semaphore::new(settings.max_connections)),
         per_ip: Arc::new(Mutex::new(HashMap::new())),
@@ -499,6 +522,7 @@ fn admit(stream: TcpStream, peer: SocketAddr, kind: Kind, shared: &Arc<Shared>) 
     let Ok(conn): Result<OwnedSemaphorePermit, _> = shared.conn_slots.clone().try_acquire_owned()
     else {
         tracing::warn!(client = %peer.ip().to_canonical(), "connection limit reached; refused");
+        crate::metrics::connection_refused("limit");
         let me = String::from_utf8_lossy(&snapshot.config.control.greeting).into_owned();
         refuse(
             &stream,
@@ -508,8 +532,16 @@ fn admit(stream: TcpStream, peer: SocketAddr, kind: Kind, shared: &Arc<Shared>) 
     };
     let id = shared.counter.fetch_add(1, Ordering::Relaxed).to_string();
     let shared2 = shared.clone();
+    let counted = crate::metrics::get();
+    if let Some(m) = counted {
+        m.connections.inc();
+        m.connections_open.inc();
+    }
     shared.tracker.spawn(async move {
         connection(stream, peer, kind, &shared2, snapshot, id, conn).await;
+        if let Some(m) = counted {
+            m.connections_open.dec();
+        }
     });
 }
 
@@ -572,6 +604,7 @@ async fn connection(
     let Some(_slot) = PerIpSlot::take(&shared.per_ip, limit_key(ip), shared.settings.max_per_ip)
     else {
         tracing::warn!(session = %id, client = %ip, "per-address connection limit reached; refused");
+        crate::metrics::connection_refused("per-address");
         refuse(
             &stream,
             &format!("421 {me} too many connections from your address (#4.3.2)"),
@@ -596,6 +629,7 @@ async fn connection(
     if let Some(rule) = rule {
         if !rule.allow {
             tracing::info!(session = %id, client = %ip, rule_line = rule.lineno, "denied by rule");
+            crate::metrics::connection_refused("rule");
             return;
         }
     }

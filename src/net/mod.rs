@@ -1,13 +1,14 @@
 //! Transports: [`stdio`] (one session on stdin/stdout, under tcpserver or
 //! inetd) and [`daemon`] (the `serve` listener), with what the daemon needs
 //! around them: [`settings`], access [`rules`], the [`proxy`] protocol,
-//! [`systemd`] activation, [`privileges`] dropping, [`io_limits`], and
-//! [`localip`] for `[ip]` literals.
+//! [`systemd`] activation, [`privileges`] dropping, [`io_limits`],
+//! [`localip`] for `[ip]` literals, and the [`metrics_http`] endpoint.
 
 pub mod daemon;
 pub mod dns;
 pub mod io_limits;
 pub mod localip;
+pub mod metrics_http;
 pub mod privileges;
 pub mod proxy;
 pub mod rules;

@@ -192,6 +192,9 @@ pub struct ServeArgs {
     /// Address to listen on (repeatable; default 127.0.0.1:2525).
     #[arg(long = "listen")]
     pub listen: Vec<SocketAddr>,
+    /// Serve OpenMetrics text at http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
     /// TCPLOCALHOST for every session (default: control/me).
     #[arg(long)]
     pub local_name: Option<String>,
@@ -255,6 +258,8 @@ pub struct ServeArgs {
 pub struct DaemonSettings {
     /// Plain SMTP listeners.
     pub listen: Vec<SocketAddr>,
+    /// Where `/metrics` is served over HTTP, if anywhere.
+    pub metrics: Option<SocketAddr>,
     /// TCPLOCALHOST given to sessions, if set (else `control/me`).
     pub local_name: Option<String>,
     /// Reverse DNS for TCPREMOTEHOST.
@@ -316,6 +321,7 @@ pub mod defaults {
 /// The keys an INI file may contain (the flag names without `--`).
 const KEYS: &[&str] = &[
     "listen",
+    "metrics",
     "local-name",
     "reverse-dns",
     "dns-server",
@@ -480,6 +486,14 @@ impl DaemonSettings {
                     }
                 },
             };
+        let metrics = args.metrics.or_else(|| {
+            let (line, v) = ini.get("metrics")?;
+            v.parse()
+                .map_err(|_| {
+                    errors.push(ini.error(line, format!("metrics: {v:?} is not ADDR:PORT")))
+                })
+                .ok()
+        });
         let dns_server = args.dns_server.or_else(|| {
             let (line, v) = ini.get("dns-server")?;
             v.parse()
@@ -542,6 +556,7 @@ impl DaemonSettings {
         }
         Ok(DaemonSettings {
             listen,
+            metrics,
             local_name,
             reverse_dns,
             dns_server,

@@ -90,6 +90,8 @@ fn pool_of(plugin: &Plugin, home: &Path) -> Arc<Pool> {
 pub struct Pool {
     /// The plugin line, for logs.
     name: String,
+    /// The plugin line, as a metrics label.
+    label: String,
     /// What to start.
     program: Program,
     /// Working directory.
@@ -130,11 +132,18 @@ struct Worker {
     stdout: BufReader<ChildStdout>,
     /// Requests served.
     served: u64,
+    /// Its plugin's label, when it is counted in the metrics.
+    counted: Option<String>,
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
         child::kill_group(&mut self.child);
+        if let (Some(plugin), Some(m)) = (self.counted.take(), crate::metrics::get()) {
+            m.pool_workers
+                .get_or_create(&crate::metrics::PluginLabels { plugin })
+                .dec();
+        }
     }
 }
 
@@ -144,6 +153,7 @@ impl Pool {
         let options = plugin.options.persistent.unwrap_or_default();
         Pool {
             name: crate::logging::quoted(&plugin.line),
+            label: crate::metrics::label(&plugin.line),
             program: plugin.program.clone(),
             home: home.to_path_buf(),
             options,
@@ -174,11 +184,14 @@ impl Pool {
             Err(_) => {
                 if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.options.queue {
                     self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    self.count_queue();
                     tracing::warn!(session, plugin = %self.name, "all workers busy and the queue is full");
                     return RunOutcome::failed(Failure::Busy);
                 }
+                self.count_queue();
                 let p = tokio::time::timeout_at(deadline, self.slots.acquire()).await;
                 self.waiting.fetch_sub(1, Ordering::SeqCst);
+                self.count_queue();
                 match p {
                     Ok(Ok(p)) => p,
                     _ => {
@@ -212,6 +225,7 @@ impl Pool {
                 worker.served += 1;
                 if let Ok(mut b) = self.backoff.lock() {
                     b.delay = BACKOFF_FIRST;
+                    b.until = None;
                 }
                 let max = self.options.max_requests;
                 if max == 0 || worker.served < max {
@@ -236,6 +250,18 @@ impl Pool {
         }
     }
 
+    /// Sets the queue-depth gauge to the requests waiting now.
+    fn count_queue(&self) {
+        if let Some(m) = crate::metrics::get() {
+            let waiting = self.waiting.load(Ordering::SeqCst) as i64;
+            m.pool_queue
+                .get_or_create(&crate::metrics::PluginLabels {
+                    plugin: self.label.clone(),
+                })
+                .set(waiting);
+        }
+    }
+
     /// Notes a failure: the next start waits for the back-off delay,
     /// which doubles up to its maximum.
     fn failed_once(&self) {
@@ -248,6 +274,13 @@ impl Pool {
     /// Starts a process (after any back-off) and does the handshake.
     async fn start(&self, deadline: Instant, session: &str) -> Result<Worker, Failure> {
         let until = self.backoff.lock().ok().and_then(|b| b.until);
+        if let (Some(_), Some(m)) = (until, crate::metrics::get()) {
+            m.pool_restarts
+                .get_or_create(&crate::metrics::PluginLabels {
+                    plugin: self.label.clone(),
+                })
+                .inc();
+        }
         if let Some(until) = until {
             if until > deadline {
                 return Err(Failure::Restarting);
@@ -302,10 +335,19 @@ impl Pool {
             stdin,
             stdout: BufReader::new(stdout),
             served: 0,
+            counted: None,
         };
         match tokio::time::timeout_at(deadline, worker.handshake()).await {
             Ok(Ok(())) => {
                 tracing::info!(plugin = %self.name, pid = worker.child.id(), "persistent plugin started");
+                if let Some(m) = crate::metrics::get() {
+                    m.pool_workers
+                        .get_or_create(&crate::metrics::PluginLabels {
+                            plugin: self.label.clone(),
+                        })
+                        .inc();
+                    worker.counted = Some(self.label.clone());
+                }
                 Ok(worker)
             }
             Ok(Err(f)) => {

@@ -61,6 +61,18 @@ impl Backend {
         }
     }
 
+    /// The backend's kind, for metrics: `qmail-queue`, `maildir`,
+    /// `sendmail`, `smtp` or `lmtp`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Backend::QmailQueue(_) => "qmail-queue",
+            Backend::Maildir(_) => "maildir",
+            Backend::Sendmail(_) => "sendmail",
+            Backend::Forward(f) if f.lmtp => "lmtp",
+            Backend::Forward(_) => "smtp",
+        }
+    }
+
     /// Whether the backend needs the whole message before it can take it
     /// (it is spooled first).
     pub fn needs_spool(&self) -> bool {

@@ -98,6 +98,7 @@ impl Session {
             result,
             "auth"
         );
+        crate::metrics::auth(matches!(check, Check::Ok));
         match check {
             Check::Ok => self.auth_accepted(mech, user).await,
             Check::TempFail => self.simple("454 temporary authentication failure (#4.3.0)"),

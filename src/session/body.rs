@@ -147,6 +147,7 @@ impl Session {
             JobResult::Queued(ok) => ok,
             JobResult::Failed(r) => r,
         };
+        crate::metrics::handoff(backend.kind(), super::data::reply_code(&reply));
         drop(spooled);
         self.finish_data(&envelope, size, started, reply, BodyEnd::Complete)
             .await

@@ -77,12 +77,16 @@ impl Session {
         let mut decoder = DataDecoder::default();
         let end = self.copy_body(&mut Sink::Job(&mut job), &mut decoder).await;
         let refusal = self.body_refusal(&end, &decoder);
+        let refused = refusal.is_some();
         let result = job.finish(refusal.is_none().then_some(&envelope)).await;
         let reply = match (refusal, result) {
             (Some(r), _) => r,
             (None, JobResult::Queued(ok)) => ok,
             (None, JobResult::Failed(r)) => r,
         };
+        if !refused {
+            crate::metrics::handoff(backend.kind(), reply_code(&reply));
+        }
         self.finish_data(&envelope, decoder.size, started, reply, end)
             .await
     }
@@ -246,6 +250,11 @@ impl Session {
             }
         }
     }
+}
+
+/// The code of a reply line (0 if it has none), for metrics.
+pub(crate) fn reply_code(reply: &str) -> u16 {
+    reply.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
 /// Whether what was decoded so far already refuses the message, so

@@ -48,8 +48,18 @@ impl Session {
     /// Runs one plugin (classic) or asks it (persistent), with its
     /// deadline, and reports the run to the trace sink if there is one.
     async fn consult(&mut self, hook: Hook, plugin: &Arc<Plugin>) -> RunOutcome {
-        let started = self.trace.is_some().then(Instant::now);
+        let counted = crate::metrics::get().is_some();
+        let started = (self.trace.is_some() || counted).then(Instant::now);
         let outcome = self.run_plugin(hook, plugin).await;
+        if let (true, Some(started)) = (counted, started) {
+            crate::metrics::plugin_run(
+                &plugin.line,
+                hook.name(),
+                verdict_label(&outcome, plugin.options.mode),
+                outcome.failure.map(|f| f.reason()),
+                started.elapsed().as_secs_f64(),
+            );
+        }
         if let (Some(sink), Some(started)) = (&self.trace, started) {
             // A closed sink only means nobody reads the trace any more.
             let _ = sink.send(PluginRun {
@@ -254,6 +264,24 @@ impl Session {
             self.io.reply(t);
         }
         true
+    }
+}
+
+/// The verdict of a run as a metrics label.
+fn verdict_label(outcome: &RunOutcome, mode: Mode) -> &'static str {
+    if mode == Mode::Observe {
+        return "observed";
+    }
+    if outcome.failure.is_some() {
+        return "fail";
+    }
+    match outcome.directives.iter().find(|d| d.terminates()) {
+        Some(Directive::Error(_)) => "refuse",
+        Some(Directive::Reject(_)) => "reject",
+        Some(Directive::Drop) => "drop",
+        Some(Directive::SkipChecks) => "skip-checks",
+        Some(_) => "accept",
+        None => "none",
     }
 }
 

@@ -98,6 +98,9 @@ pub struct SmtpIo {
     /// The last 4xx or 5xx reply queued since the session cleared it (the
     /// current command's refusal, for the log).
     pub refusal: Option<Vec<u8>>,
+    /// The code of the last reply queued (0: none since cleared), for
+    /// metrics.
+    pub last_code: u16,
 }
 
 impl SmtpIo {
@@ -116,14 +119,19 @@ impl SmtpIo {
             enhanced: false,
             context: ReplyContext::Exempt,
             refusal: None,
+            last_code: 0,
         }
     }
 
     /// Queues one reply line (CRLF is added), with its enhanced status
     /// code when those are on.
     pub fn reply(&mut self, line: impl AsRef<[u8]>) {
-        if matches!(line.as_ref().first(), Some(b'4' | b'5')) {
-            self.refusal = Some(line.as_ref().to_vec());
+        let text = line.as_ref();
+        if let Some(code) = text.get(..3).filter(|c| c.iter().all(u8::is_ascii_digit)) {
+            self.last_code = code.iter().fold(0, |n, &d| n * 10 + u16::from(d - b'0'));
+        }
+        if matches!(text.first(), Some(b'4' | b'5')) {
+            self.refusal = Some(text.to_vec());
         }
         if self.enhanced {
             enhanced::annotate_into(line.as_ref(), self.context, &mut self.out);

@@ -34,14 +34,18 @@ impl Session {
     /// Before a command: nothing refused it yet.
     pub(crate) fn report_start(&mut self) {
         self.io.refusal = None;
+        self.io.last_code = 0;
         self.decider = None;
     }
 
     /// After a command: logs it once if its reply was a refusal (4xx or
     /// 5xx), and notes a RCPT's outcome for the transaction line. `arg` is
     /// the command's argument (not given for AUTH: it carries secrets).
-    pub(crate) fn report_end(&mut self, verb: &str, arg: Option<&[u8]>, rcpt: bool) {
+    pub(crate) fn report_end(&mut self, verb: &'static str, arg: Option<&[u8]>, rcpt: bool) {
         let refusal = self.io.refusal.take();
+        if self.io.last_code != 0 {
+            crate::metrics::reply(verb, self.io.last_code);
+        }
         if rcpt && self.rcpt_outcomes.len() < MAX_OUTCOMES {
             let code = refusal
                 .as_deref()

@@ -80,14 +80,17 @@ impl Session {
                 tracing::debug!(session = %self.id, protocol = %info.protocol, cipher = %info.cipher, "TLS established");
                 self.tls = Some(info);
                 self.io.set_stream(Box::new(tls));
+                crate::metrics::tls_handshake(true);
                 true
             }
             Ok(Err(e)) => {
                 tracing::info!(session = %self.id, error = %e, "TLS handshake failed");
+                crate::metrics::tls_handshake(false);
                 false
             }
             Err(_) => {
                 tracing::info!(session = %self.id, "TLS handshake timed out");
+                crate::metrics::tls_handshake(false);
                 false
             }
         }

@@ -14,6 +14,7 @@ mod downstream;
 mod enhanced_status;
 mod examples;
 mod logs;
+mod metrics;
 mod mta_harness;
 mod nothing_lost;
 mod plugin_faults;
