@@ -74,7 +74,7 @@ pub async fn check(
             Ok(())
         });
     }
-    let mut child = match cmd.spawn() {
+    let mut child = match crate::child::Process::spawn(&mut cmd) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(program, error = %e, "checkpassword cannot be started");
@@ -86,7 +86,10 @@ pub async fn check(
     // less than the smallest pipe buffer: this write cannot block.
     let _ = writer.write_all(&data);
     drop(writer);
-    match tokio::time::timeout(timeout, child.wait()).await {
+    match child
+        .wait_until(crate::child::deadline_after(timeout))
+        .await
+    {
         Ok(Ok(status)) => match status.code() {
             Some(0) => Check::Ok,
             Some(1) => Check::Bad,
@@ -99,8 +102,6 @@ pub async fn check(
         Ok(Err(_)) => Check::TempFail,
         Err(_) => {
             tracing::warn!(program, "checkpassword timed out; killed");
-            crate::child::kill_group(&mut child);
-            let _ = child.wait().await;
             Check::TempFail
         }
     }

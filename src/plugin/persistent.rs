@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -125,7 +125,7 @@ struct Backoff {
 /// One running process of the pool.
 struct Worker {
     /// The process; its group is killed when the worker is dropped.
-    child: Child,
+    child: child::Process,
     /// Requests go here.
     stdin: ChildStdin,
     /// Replies come from here.
@@ -138,7 +138,6 @@ struct Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        child::kill_group(&mut self.child);
         if let (Some(plugin), Some(m)) = (self.counted.take(), crate::metrics::get()) {
             m.pool_workers
                 .get_or_create(&crate::metrics::PluginLabels { plugin })
@@ -310,7 +309,7 @@ impl Pool {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut process = match cmd.spawn() {
+        let mut process = match child::Process::spawn(&mut cmd) {
             Ok(c) => c,
             Err(e) => {
                 self.failed_once();
@@ -323,11 +322,10 @@ impl Pool {
             }
         };
         self.started.fetch_add(1, Ordering::Relaxed);
-        if let Some(stderr) = process.stderr.take() {
+        if let Some(stderr) = process.take_stderr() {
             tokio::spawn(log_stderr(stderr, self.name.clone(), None));
         }
-        let (Some(stdin), Some(stdout)) = (process.stdin.take(), process.stdout.take()) else {
-            child::kill_group(&mut process);
+        let (Some(stdin), Some(stdout)) = (process.take_stdin(), process.take_stdout()) else {
             return Err(Failure::CantExecute);
         };
         let mut worker = Worker {
@@ -462,7 +460,9 @@ impl Worker {
 async fn retire(mut worker: Worker) {
     let Worker { child, stdin, .. } = &mut worker;
     let _ = stdin.shutdown().await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    let _ = child
+        .wait_until(Instant::now() + Duration::from_secs(5))
+        .await;
 }
 
 /// A request on the wire (see the module documentation).

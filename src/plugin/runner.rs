@@ -13,7 +13,6 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Child;
 use tokio::time::Instant;
 
 /// Most bytes of stdout read from one plugin run (before and after its
@@ -162,7 +161,7 @@ pub async fn run(
     cmd.stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = match cmd.spawn() {
+    let mut child = match child::Process::spawn(&mut cmd) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(session, plugin = %name, error = %e, "plugin cannot be started");
@@ -175,11 +174,12 @@ pub async fn run(
         }
     };
     let deadline = deadline_after(limits.timeout);
-    let pid = child.id();
-    if let Some(stderr) = child.stderr.take() {
+    if let Some(stderr) = child.take_stderr() {
         tokio::spawn(log_stderr(stderr, name.clone(), Some(session.to_string())));
     }
-    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let Some(mut stdout) = child.take_stdout() else {
+        return RunOutcome::failed(Failure::CantExecute);
+    };
     let mut directives = Vec::new();
     let read =
         tokio::time::timeout_at(deadline, read_directives(&mut stdout, &mut directives)).await;
@@ -189,18 +189,16 @@ pub async fn run(
         }
         Ok(ReadEnd::Eof) => {
             drop(stdout);
-            match tokio::time::timeout_at(deadline, child.wait()).await {
+            match child.wait_until(deadline).await {
                 Ok(status) => (status_failure(&status), status.ok()),
-                Err(_) => (Some(Failure::Timeout), kill_and_reap(&mut child).await),
+                Err(status) => (Some(Failure::Timeout), status),
             }
         }
-        Ok(ReadEnd::Failed(f)) => (Some(f), kill_and_reap(&mut child).await),
-        Err(_) => (Some(Failure::Timeout), kill_and_reap(&mut child).await),
+        Ok(ReadEnd::Failed(f)) => (Some(f), child.kill().await),
+        Err(_) => (Some(Failure::Timeout), child.kill().await),
     };
     // Whatever the plugin left running in its process group goes with it.
-    if let Some(pid) = pid {
-        child::kill_group_of(pid);
-    }
+    drop(child);
     if let Some(f) = failure {
         tracing::warn!(session, plugin = %name, failure = f.reason(), "plugin failed");
     }
@@ -211,24 +209,13 @@ pub async fn run(
     }
 }
 
-/// Kills the child's process group and reaps it; how it ended.
-async fn kill_and_reap(child: &mut Child) -> Option<ExitStatus> {
-    child::kill_group(child);
-    child.wait().await.ok()
-}
-
-/// `now + timeout`, or a far-away instant if that overflows.
-pub(crate) fn deadline_after(timeout: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
-}
+pub(crate) use child::deadline_after;
 
 /// After the verdict: discard further output (bounded) until the plugin
 /// exits. Its exit status still counts (crash, 120); output beyond the
 /// limit or the deadline only gets it killed: the verdict stands.
 async fn after_verdict(
-    child: &mut Child,
+    child: &mut child::Process,
     stdout: &mut (impl AsyncRead + Unpin),
     deadline: Instant,
     name: &str,
@@ -256,7 +243,7 @@ async fn after_verdict(
             }
         }
     }
-    (None, kill_and_reap(child).await)
+    (None, child.kill().await)
 }
 
 /// The failure an exit status means: killed by a signal, or 120.

@@ -11,13 +11,13 @@ use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
-use tokio::process::{Child, ChildStdin};
+use tokio::process::ChildStdin;
 
 /// A running (or failed-to-exec) qmail-queue.
 pub struct QmailJob {
     /// `None` when exec failed: the body is swallowed and the reply is
     /// `451 unable to exec qq`, as with qmail.
-    child: Option<Child>,
+    child: Option<crate::child::Process>,
     stdin: Option<ChildStdin>,
     envelope: Option<pipe::Sender>,
     write_failed: bool,
@@ -47,15 +47,12 @@ impl QmailJob {
         } else {
             cmd.env_remove("SMTPUTF8");
         }
-        let spawned = cmd
-            .kill_on_drop(false)
-            .stdin(Stdio::piped())
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::from(rx))
-            .stderr(Stdio::inherit())
-            .spawn();
-        match spawned {
+            .stderr(Stdio::inherit());
+        match crate::child::Process::spawn_lasting(&mut cmd) {
             Ok(mut child) => Ok(QmailJob {
-                stdin: child.stdin.take(),
+                stdin: child.take_stdin(),
                 child: Some(child),
                 envelope: Some(tx),
                 write_failed: false,
@@ -111,19 +108,21 @@ impl QmailJob {
         };
         let pid = child.id().unwrap_or(0);
         let waited = match self.stalled {
-            true => None,
-            false => tokio::time::timeout(self.limit, child.wait()).await.ok(),
+            true => Err(child.kill().await),
+            false => {
+                child
+                    .wait_until(crate::child::deadline_after(self.limit))
+                    .await
+            }
         };
         let status = match waited {
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
                 tracing::error!(error = %e, "waiting for the queue program failed");
                 return JobResult::Failed("451 qq waitpid surprise (#4.3.0)".into());
             }
-            None => {
+            Err(_) => {
                 tracing::error!(pid, "queue program stalled; killed");
-                let _ = child.start_kill();
-                let _ = child.wait().await;
                 return JobResult::Failed(reply_for_exit(52).into());
             }
         };

@@ -57,14 +57,14 @@ pub async fn deliver(program: &Path, h: &Handoff<'_>) -> JobResult {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = match cmd.spawn() {
+    let mut child = match crate::child::Process::spawn_handoff(&mut cmd) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(session, program = %program.display(), error = %e, "cannot start sendmail");
             return JobResult::Failed("451 unable to exec sendmail (#4.3.0)".into());
         }
     };
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let (stdout, stderr) = (child.take_stdout(), child.take_stderr());
     // Both pipes are read to the end (a full pipe would stall the
     // program); the first bytes of each are kept for the log.
     let collector = tokio::spawn(async move {
@@ -72,7 +72,9 @@ pub async fn deliver(program: &Path, h: &Handoff<'_>) -> JobResult {
         out.extend(err);
         out
     });
-    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let Some(mut stdin) = child.take_stdin() else {
+        return JobResult::Failed("451 sendmail failed (#4.3.0)".into());
+    };
     let written = tokio::time::timeout(limit, async {
         stdin.write_all(h.head).await?;
         let mut reader = h.spooled.reader();
@@ -87,12 +89,11 @@ pub async fn deliver(program: &Path, h: &Handoff<'_>) -> JobResult {
         // would let it queue the part it has (`-i`): unless it already
         // exited refusing, it is killed first.
         let refused = match child.try_wait() {
-            Ok(Some(status)) if status.code().is_some_and(|c| c != 0) => Some(status),
+            Some(status) if status.code().is_some_and(|c| c != 0) => Some(status),
             _ => None,
         };
         if refused.is_none() {
-            crate::child::kill_group(&mut child);
-            let _ = child.wait().await;
+            child.kill().await;
             drop(stdin);
             let why = match written {
                 Err(_) => "stalled",
@@ -107,17 +108,15 @@ pub async fn deliver(program: &Path, h: &Handoff<'_>) -> JobResult {
         }
     }
     drop(stdin);
-    let status = tokio::time::timeout(limit, child.wait()).await.ok();
+    let status = child.wait_until(crate::child::deadline_after(limit)).await;
     let status = match status {
-        Some(Ok(s)) => s,
-        Some(Err(e)) => {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
             tracing::error!(session, error = %e, "waiting for sendmail failed");
             return JobResult::Failed("451 sendmail failed (#4.3.0)".into());
         }
-        None => {
+        Err(_) => {
             tracing::error!(session, program = %program.display(), "sendmail stalled; killed");
-            crate::child::kill_group(&mut child);
-            let _ = child.wait().await;
             return JobResult::Failed("451 sendmail timed out (#4.3.0)".into());
         }
     };
