@@ -38,24 +38,24 @@ exit 1 unless defined $hello && $hello =~ /^spp-persistent (\d+)\n\z/ && $1 >= 1
 print "spp-persistent 1\n";
 
 while (defined(my $line = <STDIN>)) {
-    my ($id, $hook, $session, $count) =
-      $line =~ /^request (\S+) (\S+) (\S+) (\d+)\n\z/
+    my ($id, $hook, $session, $count, $size) =
+      $line =~ /^request (\S+) (\S+) (\S+) (\d+) (\d+)\n\z/
       or die "connection-rate.pl: unexpected line: $line";
+    # The variables: SIZE bytes of LENGTH LF NAME=VALUE LF, COUNT times.
+    my $block = '';
+    while (length $block < $size) {
+        my $got = read(STDIN, $block, $size - length $block, length $block);
+        die "connection-rate.pl: request $id ended early\n" unless $got;
+    }
     my %env;
+    my $at = 0;
     for (1 .. $count) {
-        my $length = <STDIN>;
-        die "connection-rate.pl: request $id ended early\n"
-          unless defined $length && $length =~ /^(\d+)\n\z/;
-        my $item = '';
-        my $want = $1 + 1;    # the bytes and their LF
-        while ($want > 0) {
-            my $got = read(STDIN, $item, $want, length $item);
-            die "connection-rate.pl: request $id ended early\n" unless $got;
-            $want -= $got;
-        }
-        chop $item;
-        my ($name, $value) = split /=/, $item, 2;
+        my $lf = index($block, "\n", $at);
+        die "connection-rate.pl: bad request $id\n" if $lf < 0;
+        my $length = substr($block, $at, $lf - $at);
+        my ($name, $value) = split /=/, substr($block, $lf + 1, $length), 2;
         $env{$name} = $value;
+        $at = $lf + 1 + $length + 1;
     }
     print answer($hook, $env{TCPREMOTEIP}), "end $id\n";
 }

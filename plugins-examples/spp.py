@@ -98,6 +98,21 @@ def _encode(text):
     return text.encode("utf-8", "surrogateescape")
 
 
+def _variables(block, count):
+    """The COUNT variables of a request's block (LENGTH LF NAME=VALUE LF)."""
+    env = {}
+    at = 0
+    for _ in range(count):
+        lf = block.index(b"\n", at)
+        end = lf + 1 + int(block[at:lf])
+        name, _, value = block[lf + 1:end].partition(b"=")
+        env[_decode(name)] = _decode(value)
+        at = end + 1
+    if at != len(block):
+        raise ProtocolError("request block of the wrong size")
+    return env
+
+
 def serve(handler):
     """Answers the server: once (classic) or until stdin ends (persistent)."""
     if not persistent():
@@ -118,18 +133,14 @@ def serve(handler):
         if not header:
             return
         fields = header.split()
-        if len(fields) != 5 or fields[0] != b"request":
+        if len(fields) != 6 or fields[0] != b"request":
             raise ProtocolError("unexpected request line %r" % header)
-        rid, hook, session, count = fields[1], fields[2], fields[3], int(fields[4])
-        env = {}
-        for _ in range(count):
-            size = int(inp.readline())
-            item = inp.read(size)
-            if len(item) != size or inp.read(1) != b"\n":
-                raise ProtocolError("request %s ended early" % _decode(rid))
-            name, _, value = item.partition(b"=")
-            env[_decode(name)] = _decode(value)
-        request = Request(env, _decode(hook), _decode(session))
+        rid, hook, session = fields[1], fields[2], fields[3]
+        count, size = int(fields[4]), int(fields[5])
+        block = inp.read(size)
+        if len(block) != size:
+            raise ProtocolError("request %s ended early" % _decode(rid))
+        request = Request(_variables(block, count), _decode(hook), _decode(session))
         lines = _answer(handler, request)
         out.write(b"".join(_encode(l) + b"\n" for l in lines))
         out.write(b"end " + rid + b"\n")

@@ -9,7 +9,7 @@
 //! ```text
 //! server: spp-persistent 1                       handshake: versions offered
 //! plugin: spp-persistent 1                       the version it speaks
-//! server: request ID HOOK SESSION COUNT          one request
+//! server: request ID HOOK SESSION COUNT SIZE     one request; SIZE bytes follow:
 //! server: LENGTH                                 COUNT times: the byte length
 //! server: NAME=VALUE                               of one variable, its bytes, LF
 //! plugin: E550 no such user                      directives, as a classic run
@@ -17,7 +17,8 @@
 //! ```
 //!
 //! The variables are the environment a classic run would get; values are
-//! sent by length, so any byte is safe in them. The reply is read with the
+//! sent by length, so any byte is safe in them. SIZE, the length of the
+//! whole variable block, lets a plugin read it with one call. The reply is read with the
 //! limits of a classic run; everything after the first terminating
 //! directive and before `end ID` is ignored. A process serves one request
 //! at a time; it is replaced after `max-requests` requests, and killed (its
@@ -493,13 +494,21 @@ pub fn encode_request(
         .chars()
         .map(|c| if c.is_ascii_graphic() { c } else { '_' })
         .collect();
-    let mut out = format!("request {id} {} {session} {}\n", hook.name(), vars.len()).into_bytes();
-    for v in vars {
-        out.extend_from_slice(v.len().to_string().as_bytes());
-        out.push(b'\n');
-        out.extend_from_slice(&v);
-        out.push(b'\n');
+    let mut block = Vec::new();
+    for v in &vars {
+        block.extend_from_slice(v.len().to_string().as_bytes());
+        block.push(b'\n');
+        block.extend_from_slice(v);
+        block.push(b'\n');
     }
+    let mut out = format!(
+        "request {id} {} {session} {} {}\n",
+        hook.name(),
+        vars.len(),
+        block.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&block);
     out
 }
 
@@ -514,7 +523,8 @@ mod tests {
         env.set("EMPTY", b"");
         let wire = encode_request(7, Hook::Rcpt, "s 1", &env, None);
         let text = wire.escape_ascii().to_string();
-        assert!(text.starts_with("request 7 rcpt s_1 2\\n"), "{text}");
+        assert!(text.starts_with("request 7 rcpt s_1 2 31\\n"), "{text}");
+        assert_eq!(wire.len(), "request 7 rcpt s_1 2 31\n".len() + 31);
         assert!(
             text.contains("\\n18\\nSMTPRCPTTO=a\\nb=c\\r\\xff\\n"),
             "{text}"
