@@ -1384,6 +1384,45 @@ fn example_plugins_are_documented_executable_scripts() {
     );
 }
 
+/// The words of `text` that name a plugin path: under `plugins-examples/`,
+/// or under a `plugins/` directory of the home (which nothing ships).
+fn named_plugin_paths(text: &str) -> Vec<String> {
+    text.split(|c: char| c.is_whitespace() || "`'\"()<>,;|".contains(c))
+        .map(|word| word.trim_end_matches(['.', ':']))
+        .filter(|word| word.starts_with("plugins-examples/") || word.starts_with("plugins/"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_plugin_the_documents_name_ships() {
+    let mut named = Vec::new();
+    for document in [
+        "README.md",
+        "plugins-examples/README.md",
+        "samples/smtpplugins",
+        "control/smtpplugins",
+    ] {
+        let text = fs::read_to_string(source_path(document)).expect("read the document");
+        for path in named_plugin_paths(&text) {
+            // A compiled example ships as its source.
+            let ships = source_path(&path).exists() || source_path(&format!("{path}.c")).exists();
+            assert!(ships, "{document} names {path}, which does not ship");
+            named.push(path);
+        }
+    }
+    // Each example is named somewhere, so none is undocumented.
+    for plugin in EXAMPLE_PLUGINS {
+        let path = format!("plugins-examples/{plugin}");
+        assert!(named.contains(&path), "no document names {path}");
+    }
+    let compiled = C_PLUGIN_SOURCE.trim_end_matches(".c");
+    assert!(
+        named.iter().any(|path| path == compiled),
+        "no document names {compiled}"
+    );
+}
+
 #[test]
 fn shipped_text_files_have_lf_line_ends() {
     for dir in ["control", "samples", "plugins-examples"] {
