@@ -7,7 +7,9 @@
 # smtpplugins:
 #     [rcpt]
 #     plugins-examples/greylist.py
-#   or, to give it settings of its own through the shell:
+#   state shared by several servers in Redis, a longer delay:
+#     plugins-examples/greylist.py --redis 192.0.2.50:6379 --delay 600
+#   or, with settings from the environment through the shell:
 #     :GREYLIST_DELAY=600 exec plugins-examples/greylist.py
 #
 # What it does: a mail server that is new to us gets a temporary refusal for
@@ -15,25 +17,47 @@
 # message in their queue and retry; much bulk-mail software does not. The
 # key is the triple (client network, envelope sender, recipient):
 #   * first attempt for a triple                     -> refused (451)
-#   * retries before GREYLIST_DELAY seconds passed   -> refused (451)
-#   * the first retry after the delay                -> accepted, and the
+#   * retries before the delay has passed            -> refused (451)
+#   * the first retry after the delay, and before the
+#     triple expired                                 -> accepted, and the
 #     triple is remembered as passed; later mail for it is accepted at once.
+#   * a triple not retried in time (the expiry), or a passed one that sent
+#     no mail for the keep time, is forgotten and starts over.
 # The client network is the /24 of an IPv4 address (or the /64 of an IPv6
 # address), because large senders retry from a different machine of the same
 # pool. Sender and recipient are compared without regard to ASCII case.
 #
-# Reads:
+# Settings: an argument wins over the variable; a bad value is logged and
+# the default used.
+#   --delay SECONDS  GREYLIST_DELAY   how long a new triple must wait before a
+#                                     retry is accepted; default 300
+#   --expire SECONDS GREYLIST_EXPIRE  how long a triple that has not passed
+#                                     yet is remembered; default 86400 (1 day)
+#   --keep SECONDS   GREYLIST_KEEP    how long a passed triple is remembered
+#                                     after its last accepted recipient;
+#                                     default 3024000 (35 days)
+#   --db PATH        GREYLIST_DB      the SQLite database; default
+#                                     var/greylist.sqlite, relative to the
+#                                     working directory, which is the server's
+#                                     home. Created with its directory when
+#                                     missing; the directory must be writable
+#                                     by the user the server runs as.
+#   --redis HOST:PORT GREYLIST_REDIS  keep the state in this Redis server
+#                                     instead ([IPv6]:PORT; the port defaults
+#                                     to 6379), so that several mail servers
+#                                     share it: a client that was greylisted by
+#                                     one is accepted by another after the
+#                                     delay. The times then come from the
+#                                     Redis server's clock, so the mail
+#                                     servers' clocks need not agree.
+#
+# Reads as well:
 #   TCPREMOTEIP     client address (set by tcpserver / the daemon)
 #   SMTPMAILFROM    envelope sender of this transaction (may be empty: bounces)
 #   SMTPRCPTTO      recipient of this RCPT
 #   RELAYCLIENT     if present (even empty) the client may relay - local
 #                   networks from tcprules, or a user who authenticated - and
 #                   is never greylisted
-#   GREYLIST_DIR    state directory; default "var/greylist", relative to the
-#                   working directory, which is the server's home. Created if
-#                   missing; must be writable by the user the server runs as.
-#   GREYLIST_DELAY  seconds a triple must wait before a retry is accepted;
-#                   default 300
 #
 # Prints:
 #   E451 greylisted, try again later (#4.7.1)
@@ -41,41 +65,106 @@
 # with its normal checks. Messages for the log go to stderr.
 #
 # Failure policy: greylisting must never lose or block mail because of a
-# problem of its own. Any internal error (unwritable directory, full disk,
-# bad settings) prints nothing, logs the reason to stderr and exits 0, so the
+# problem of its own. Any internal error (unwritable database, Redis down,
+# full disk) prints nothing, logs the reason to stderr and exits 0, so the
 # recipient is accepted as if the plugin were not there.
 #
-# State: one file per triple, GREYLIST_DIR/ab/abcdef... where the name is the
-# SHA-256 of the triple, so no address ever becomes part of a path.
-#   * an empty file is a pending triple; its mtime is when it was first seen.
-#   * a file containing "passed" is a triple that passed; its mtime is when it
-#     was last used (refreshed on each accepted recipient).
-# Old entries are removed from cron, e.g. daily:
-#     find /var/spp-smtpd/var/greylist -type f -mtime +35 -delete
-# which forgets pending triples that were never retried (they start over)
-# and passed triples that have not sent mail for 35 days.
+# State: a triple is known by the SHA-256 of (network, sender, recipient), so
+# no address is stored.
+#   * SQLite: the table greylist (triple, first_seen, passed, expires), times
+#     in seconds since the epoch. Each run deletes the rows that expired, so
+#     the file needs no clean-up from cron.
+#   * Redis: the key greylist:<sha256 in hex>, a string "pending <first_seen>"
+#     or "passed", with a time to live (the expiry, or the keep time), so
+#     Redis forgets old triples by itself. Nothing else in Redis is touched.
 #
 # Test by hand, from the server's home directory (the first run prints E451,
 # the second, with no delay, prints nothing):
 #     export TCPREMOTEIP=192.0.2.7 SMTPMAILFROM=a@example.org SMTPRCPTTO=b@example.test
 #     plugins-examples/greylist.py
-#     GREYLIST_DELAY=0 plugins-examples/greylist.py
+#     plugins-examples/greylist.py --delay 0
 
 import hashlib
 import ipaddress
 import os
+import socket
+import sqlite3
 import sys
 import time
 
 GREYLISTED = "E451 greylisted, try again later (#4.7.1)"
-DEFAULT_DIR = "var/greylist"
-DEFAULT_DELAY = 300
-PASSED_MARK = b"passed\n"
+
+# (argument, variable, default) of each number of seconds.
+DURATIONS = {
+    "delay": ("--delay", "GREYLIST_DELAY", 300),
+    "expire": ("--expire", "GREYLIST_EXPIRE", 86400),
+    "keep": ("--keep", "GREYLIST_KEEP", 35 * 86400),
+}
+PATHS = {
+    "db": ("--db", "GREYLIST_DB", "var/greylist.sqlite"),
+    "redis": ("--redis", "GREYLIST_REDIS", ""),
+}
+REDIS_PORT = 6379
+REDIS_TIMEOUT = 5.0
+SQLITE_BUSY_TIMEOUT = 10.0
 
 
 def log(message):
     """One line for the server's log (the plugin's stderr)."""
     print("greylist.py: " + message, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------
+# Settings
+
+
+def parse_arguments(argv):
+    """The arguments as {"--name": value}; accepts "--name value" and
+    "--name=value". Unknown or incomplete arguments are logged and skipped."""
+    known = {flag for flag, _, _ in list(DURATIONS.values()) + list(PATHS.values())}
+    given = {}
+    words = list(argv)
+    while words:
+        word = words.pop(0)
+        name, equals, value = word.partition("=")
+        if name not in known:
+            log("unknown argument %r ignored" % word)
+            continue
+        if not equals:
+            if not words:
+                log("%s wants a value; ignored" % name)
+                continue
+            value = words.pop(0)
+        given[name] = value
+    return given
+
+
+def settings(argv):
+    """Every setting, from the arguments, else the environment, else the
+    default."""
+    given = parse_arguments(argv)
+    result = {}
+    for key, (flag, variable, default) in DURATIONS.items():
+        raw = given.get(flag, os.environ.get(variable, "")).strip()
+        source = flag if flag in given else variable
+        if raw == "":
+            result[key] = default
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            value = -1
+        if value < 0:
+            log("%s=%r is not a number of seconds; using %d" % (source, raw, default))
+            value = default
+        result[key] = value
+    for key, (flag, variable, default) in PATHS.items():
+        result[key] = given.get(flag, os.environ.get(variable, "")) or default
+    return result
+
+
+# ---------------------------------------------------------------------------
+# The triple
 
 
 def client_network(remote_ip):
@@ -92,67 +181,192 @@ def client_network(remote_ip):
     return str(ipaddress.ip_network((address, prefix), strict=False))
 
 
-def delay_setting():
-    """GREYLIST_DELAY in seconds; a bad value is logged and the default used."""
-    raw = os.environ.get("GREYLIST_DELAY", "").strip()
-    if raw == "":
-        return DEFAULT_DELAY
-    try:
-        delay = int(raw)
-    except ValueError:
-        delay = -1
-    if delay < 0:
-        log("GREYLIST_DELAY=%r is not a number of seconds; using %d" % (raw, DEFAULT_DELAY))
-        return DEFAULT_DELAY
-    return delay
-
-
-def state_file(directory, network, sender, recipient):
-    """Path of the file that stands for one triple."""
+def triple_key(network, sender, recipient):
+    """The SHA-256 (hex) that stands for one triple."""
     key = b"\0".join([network.encode("utf-8", "surrogateescape"), sender.lower(), recipient.lower()])
-    digest = hashlib.sha256(key).hexdigest()
-    return os.path.join(directory, digest[:2], digest)
+    return hashlib.sha256(key).hexdigest()
 
 
-def mark_passed(path):
-    """Record that the triple passed. Written to a temporary file and renamed
-    over the old one, so a concurrent reader sees either the old or the new
-    state, never a half-written file."""
-    temporary = "%s.%d.tmp" % (path, os.getpid())
-    with open(temporary, "wb") as f:
-        f.write(PASSED_MARK)
-    os.replace(temporary, path)
+# ---------------------------------------------------------------------------
+# The verdict, the same for both stores
 
 
-def may_pass(path, delay, description):
-    """True if the triple may pass now; records first sightings and passes."""
+class Verdict:
+    """What happened to a triple, and what to log (None: nothing, for a
+    triple that passed before)."""
+
+    def __init__(self, passes, why):
+        self.passes = passes
+        self.why = why
+
+
+def decide(state, now, first_seen, config):
+    """The verdict for a triple in `state` ("new", "pending" or "passed");
+    `first_seen` is set for "pending"."""
+    if state == "new":
+        return Verdict(False, "first attempt")
+    if state == "passed":
+        return Verdict(True, None)
+    waited = now - first_seen
+    if waited < config["delay"]:
+        return Verdict(False, "retry after %d s, before the %d s delay" % (waited, config["delay"]))
+    return Verdict(True, "retried after %d s" % waited)
+
+
+# ---------------------------------------------------------------------------
+# SQLite
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS greylist (
+    triple     TEXT PRIMARY KEY,   -- SHA-256 of the triple, hex
+    first_seen REAL NOT NULL,      -- first attempt, seconds since the epoch
+    passed     INTEGER NOT NULL,   -- 1 once a retry came after the delay
+    expires    REAL NOT NULL       -- when to forget the triple
+);
+CREATE INDEX IF NOT EXISTS greylist_expires ON greylist (expires);
+"""
+
+
+def check_sqlite(path, key, config):
+    """The verdict for `key`, recorded in the SQLite database at `path`."""
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None)
     try:
-        # O_EXCL: of two sessions seeing a new triple at once, one creates it.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
+        connection.executescript(SCHEMA)
+        # One writer at a time: of two sessions seeing a new triple at once,
+        # one inserts it and the other finds it.
+        connection.execute("BEGIN IMMEDIATE")
+        now = time.time()
+        connection.execute("DELETE FROM greylist WHERE expires <= ?", (now,))
+        row = connection.execute(
+            "SELECT first_seen, passed FROM greylist WHERE triple = ?", (key,)
+        ).fetchone()
+        if row is None:
+            verdict = decide("new", now, None, config)
+            connection.execute(
+                "INSERT INTO greylist (triple, first_seen, passed, expires) VALUES (?, ?, 0, ?)",
+                (key, now, now + config["expire"]),
+            )
+        else:
+            first_seen, passed = row
+            verdict = decide("passed" if passed else "pending", now, first_seen, config)
+            if verdict.passes:
+                connection.execute(
+                    "UPDATE greylist SET passed = 1, expires = ? WHERE triple = ?",
+                    (now + config["keep"], key),
+                )
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+    return verdict
+
+
+# ---------------------------------------------------------------------------
+# Redis, spoken directly (RESP, the Redis serialization protocol)
+
+
+class RedisError(Exception):
+    pass
+
+
+class Redis:
+    """One connection to a Redis server; commands are sent one at a time."""
+
+    def __init__(self, address):
+        host, port = split_host_port(address, REDIS_PORT)
+        self.socket = socket.create_connection((host, port), timeout=REDIS_TIMEOUT)
+        self.reader = self.socket.makefile("rb")
+
+    def close(self):
+        self.reader.close()
+        self.socket.close()
+
+    def command(self, *words):
+        """Sends one command (an array of bulk strings) and returns the reply:
+        bytes, an int, a list, or None for a nil reply."""
+        encoded = [w if isinstance(w, bytes) else str(w).encode() for w in words]
+        message = b"*%d\r\n" % len(encoded)
+        for word in encoded:
+            message += b"$%d\r\n%s\r\n" % (len(word), word)
+        self.socket.sendall(message)
+        return self.reply()
+
+    def reply(self):
+        line = self.reader.readline()
+        if not line.endswith(b"\r\n"):
+            raise RedisError("connection closed by the Redis server")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest
+        if kind == b"-":
+            raise RedisError(rest.decode("utf-8", "replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            length = int(rest)
+            if length < 0:
+                return None
+            data = self.reader.read(length + 2)
+            if len(data) != length + 2:
+                raise RedisError("connection closed by the Redis server")
+            return data[:-2]
+        if kind == b"*":
+            count = int(rest)
+            if count < 0:
+                return None
+            return [self.reply() for _ in range(count)]
+        raise RedisError("unexpected reply %r" % line[:40])
+
+
+def split_host_port(address, default_port):
+    """("host", port) from "host", "host:port", "[v6]" or "[v6]:port"."""
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif address.count(":") == 1:
+        host, _, port = address.partition(":")
     else:
-        os.close(fd)
-        log("greylisted %s: first attempt" % description)
-        return False
-
-    with open(path, "rb") as f:
-        if f.read(len(PASSED_MARK)) == PASSED_MARK:
-            os.utime(path)  # last seen, so that the cron clean-up keeps it
-            return True
-        first_seen = os.fstat(f.fileno()).st_mtime
-
-    waited = time.time() - first_seen
-    if delay > 0 and waited < delay:
-        log("greylisted %s: retry after %d s, before the %d s delay" % (description, waited, delay))
-        return False
-    mark_passed(path)
-    log("passed %s: retried after %d s" % (description, waited))
-    return True
+        host, port = address, ""
+    if not host:
+        raise ValueError("no host in %r" % address)
+    return host, int(port) if port else default_port
 
 
-def verdict():
+def check_redis(address, key, config):
+    """The verdict for `key`, recorded in the Redis server at `address`."""
+    redis = Redis(address)
+    try:
+        name = "greylist:" + key
+        seconds, microseconds = redis.command("TIME")
+        now = int(seconds) + int(microseconds) / 1e6
+        pending = "pending %.6f" % now
+        # SET ... NX: of two servers seeing a new triple at once, one sets it.
+        if redis.command("SET", name, pending, "NX", "EX", max(config["expire"], 1)) is not None:
+            return decide("new", now, None, config)
+        value = redis.command("GET", name)
+        if value is None:  # expired just now
+            return decide("new", now, None, config)
+        if value == b"passed":
+            verdict = decide("passed", now, None, config)
+        elif value.startswith(b"pending "):
+            verdict = decide("pending", now, float(value[8:]), config)
+        else:
+            raise RedisError("%s holds %r, not a greylist entry" % (name, value[:40]))
+        if verdict.passes:
+            redis.command("SET", name, "passed", "EX", max(config["keep"], 1))
+        return verdict
+    finally:
+        redis.close()
+
+
+# ---------------------------------------------------------------------------
+
+
+def verdict_line(argv):
     """The line to print, or None to let the recipient through."""
+    config = settings(argv)
     if "RELAYCLIENT" in os.environ:
         return None
     # Addresses are taken as bytes: they come from the client and need not
@@ -163,24 +377,30 @@ def verdict():
         return None
     sender = os.environb.get(b"SMTPMAILFROM", b"")
     network = client_network(os.environ.get("TCPREMOTEIP", "unknown"))
+    key = triple_key(network, sender, recipient)
 
-    directory = os.environ.get("GREYLIST_DIR") or DEFAULT_DIR
-    path = state_file(directory, network, sender, recipient)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    if config["redis"]:
+        verdict = check_redis(config["redis"], key, config)
+    else:
+        verdict = check_sqlite(config["db"], key, config)
 
-    description = "%s <%s> -> <%s>" % (
-        network,
-        sender.decode("utf-8", "backslashreplace"),
-        recipient.decode("utf-8", "backslashreplace"),
-    )
-    if may_pass(path, delay_setting(), description):
-        return None
-    return GREYLISTED
+    if verdict.why is not None:
+        log(
+            "%s %s <%s> -> <%s>: %s"
+            % (
+                "passed" if verdict.passes else "greylisted",
+                network,
+                sender.decode("utf-8", "backslashreplace"),
+                recipient.decode("utf-8", "backslashreplace"),
+                verdict.why,
+            )
+        )
+    return None if verdict.passes else GREYLISTED
 
 
 def main():
     try:
-        line = verdict()
+        line = verdict_line(sys.argv[1:])
     except Exception as error:  # never block mail because of our own problem
         log("internal error, recipient not greylisted: %s" % error)
         return 0

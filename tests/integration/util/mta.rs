@@ -1,8 +1,8 @@
-//! Private instances of real mail software for tests: Postfix (SMTP and its
-//! sendmail command), Dovecot LMTP, spamd and clamd. Each one gets its own
-//! configuration and directories under a directory the test chooses, listens
-//! on 127.0.0.1 only, never touches the machine's own configuration or
-//! services, and is stopped by PID when dropped.
+//! Private instances of real servers for tests: Postfix (SMTP and its
+//! sendmail command), Dovecot LMTP, spamd, clamd and Redis. Each one gets its
+//! own configuration and directories under a directory the test chooses,
+//! listens on 127.0.0.1 only, never touches the machine's own configuration
+//! or services, and is stopped by PID when dropped.
 //!
 //! `start` returns `None` and prints `SKIP: <reason>` on stderr when the
 //! program is not installed (or cannot run here, as Postfix without root),
@@ -41,7 +41,7 @@ fn skip<T>(reason: &str) -> Option<T> {
 }
 
 /// The first of `paths` that exists, else `name` found on `PATH`.
-fn find_program(paths: &[&str], name: &str) -> Option<PathBuf> {
+pub fn find_program(paths: &[&str], name: &str) -> Option<PathBuf> {
     for p in paths {
         if Path::new(p).is_file() {
             return Some(PathBuf::from(p));
@@ -1084,6 +1084,100 @@ fn clamd_ping(socket: &Path) -> bool {
 }
 
 impl Drop for Clamd {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Redis
+
+/// A private redis-server (Debian's redis-server package) on
+/// 127.0.0.1:`port`: no persistence (`--save ''`, `--appendonly no`), its
+/// working directory and log under `dir/redis`.
+pub struct Redis {
+    child: Child,
+    /// The port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Redis {
+    /// Starts redis-server and waits until it answers a PING.
+    pub fn start(dir: &Path) -> Option<Redis> {
+        let Some(program) = find_program(&["/usr/bin/redis-server"], "redis-server") else {
+            return skip("redis-server is not installed (Debian package redis-server)");
+        };
+        let root = dir.join("redis");
+        fresh_dir(&root);
+        let log = root.join("redis.log");
+        let port = free_port();
+        let mut child = Command::new(program)
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&root)
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start redis-server");
+        wait_ready("redis-server", &mut child, &log, || {
+            redis_command(port, &["PING"]).is_some_and(|reply| reply == "+PONG\r\n")
+        });
+        Some(Redis { child, port })
+    }
+
+    /// Sends one command and returns the reply as Redis wrote it (RESP).
+    pub fn command(&self, words: &[&str]) -> String {
+        redis_command(self.port, words).expect("redis-server answers")
+    }
+}
+
+/// One command to the Redis server on `port` and its whole reply, as raw
+/// RESP text; `None` when nothing answers.
+fn redis_command(port: u16, words: &[&str]) -> Option<String> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut request = format!("*{}\r\n", words.len());
+    for word in words {
+        request.push_str(&format!("${}\r\n{word}\r\n", word.len()));
+    }
+    (&stream).write_all(request.as_bytes()).ok()?;
+    let mut reader = BufReader::new(&stream);
+    let mut reply = String::new();
+    read_resp(&mut reader, &mut reply)?;
+    Some(reply)
+}
+
+/// Appends one RESP value from `reader` to `out`.
+fn read_resp(reader: &mut impl BufRead, out: &mut String) -> Option<()> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    if !line.ends_with("\r\n") {
+        return None;
+    }
+    out.push_str(&line);
+    let count: i64 = line[1..line.len() - 2].parse().unwrap_or(-1);
+    match line.as_bytes()[0] {
+        b'$' if count >= 0 => {
+            let mut data = vec![0; count as usize + 2];
+            reader.read_exact(&mut data).ok()?;
+            out.push_str(&String::from_utf8_lossy(&data));
+        }
+        b'*' => {
+            for _ in 0..count {
+                read_resp(reader, out)?;
+            }
+        }
+        _ => {}
+    }
+    Some(())
+}
+
+impl Drop for Redis {
     fn drop(&mut self) {
         stop_child(&mut self.child);
     }
