@@ -289,7 +289,17 @@ impl Session {
 
     /// Runs the whole session; returns the exit status for stdio mode
     /// (0 after QUIT, R or D; 1 otherwise).
-    pub async fn run(mut self) -> i32 {
+    ///
+    /// Not an `async fn`: its body works on the session the future owns,
+    /// where an `async fn` would keep a second copy of it (its argument)
+    /// in the future of every connection.
+    #[allow(clippy::manual_async_fn)] // the point: see above
+    pub fn run(mut self) -> impl std::future::Future<Output = i32> + Send {
+        async move { self.run_owned().await }
+    }
+
+    /// The body of [`Session::run`].
+    async fn run_owned(&mut self) -> i32 {
         let code = match self.start().await {
             Flow::Continue => self.command_loop().await,
             Flow::Close(code) => code,
