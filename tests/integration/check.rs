@@ -196,3 +196,22 @@ fn an_extension_switch_that_is_neither_on_nor_off_is_reported() {
     );
     assert!(!out.stdout.contains("smtputf8"), "{}", out.stdout);
 }
+
+#[test]
+fn bad_plugin_options_are_reported_with_file_and_line() {
+    let home = TestHome::new();
+    home.smtpplugins(
+        "[rcpt]\n#spp: timeout=soon colour=blue\n:echo N\n#spp: persistent\n\n:echo N\n",
+    );
+    let out = check(home.dir());
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let file = home.dir().join("control/smtpplugins");
+    let f = file.display();
+    for want in [
+        format!("{f}:2: \"soon\": expected a duration"),
+        format!("{f}:2: unknown option \"colour\""),
+        format!("{f}:4: #spp: options must be on the line right above a plugin line"),
+    ] {
+        assert!(out.stdout.contains(&want), "{want}\n{}", out.stdout);
+    }
+}
