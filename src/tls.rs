@@ -104,14 +104,18 @@ fn certified_key(
     key: &Path,
     provider: &Arc<rustls::crypto::CryptoProvider>,
 ) -> Result<Arc<CertifiedKey>, ConfigError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| ConfigError::at(cert, None, format!("cannot read certificates: {e}")))?
+    let cert_pem = crate::config::file::read(cert).map_err(|e| ConfigError::io(cert, &e))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| ConfigError::at(cert, None, format!("bad certificate: {e}")))?;
     if chain.is_empty() {
         return Err(ConfigError::at(cert, None, "no certificate in the file"));
     }
-    let key_der = PrivateKeyDer::from_pem_file(key)
+    let key_pem = match key == cert {
+        true => cert_pem,
+        false => crate::config::file::read(key).map_err(|e| ConfigError::io(key, &e))?,
+    };
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| ConfigError::at(key, None, format!("no usable private key: {e}")))?;
     let signing = provider
         .key_provider
@@ -154,9 +158,9 @@ pub fn client_config(ca_file: &Path, verify: bool) -> Result<Arc<rustls::ClientC
         .map_err(|e| e.to_string())?;
     let config = if verify {
         let mut roots = rustls::RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter(ca_file)
+        let pem = crate::config::file::read(ca_file)
             .map_err(|e| format!("{}: cannot read CA certificates: {e}", ca_file.display()))?;
-        for cert in certs {
+        for cert in CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|e| format!("{}: bad certificate: {e}", ca_file.display()))?;
             // Bundles hold certificates rustls cannot use; skip those.
             let _ = roots.add(cert);

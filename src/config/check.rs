@@ -179,7 +179,7 @@ fn check_list(path: &Path, content: &[u8], problems: &mut Vec<ConfigError>) {
 /// smtpplugins: must exist; sections known; programs exist and are
 /// executable.
 fn check_plugins(home: &Path, path: &Path, problems: &mut Vec<ConfigError>) {
-    let content = match std::fs::read(path) {
+    let content = match super::file::read(path) {
         Ok(b) => b,
         Err(e) => {
             problems.push(ConfigError::at(

@@ -18,9 +18,10 @@ pub const DEFAULT_PLUGIN_TIMEOUT_SECS: u64 = 30;
 /// Largest timeout honoured (one year); larger values are clamped.
 pub const MAX_TIMEOUT_SECS: u64 = 365 * 86_400;
 
-/// Reads a file; `Ok(None)` when it does not exist.
+/// Reads a file; `Ok(None)` when it does not exist. Anything but a regular
+/// file is an error, found without blocking (see [`super::file::open`]).
 pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, ConfigError> {
-    match std::fs::read(path) {
+    match super::file::read(path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(ConfigError::io(path, &e)),
@@ -208,6 +209,13 @@ impl Control {
                 let more = match Cdb::open(&more_path) {
                     Ok(cdb) => Some(cdb),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                        return Err(ConfigError::at(
+                            &more_path,
+                            None,
+                            format!("not a usable cdb file: {e}"),
+                        ))
+                    }
                     Err(e) => return Err(ConfigError::io(&more_path, &e)),
                 };
                 Some(RcptHosts {

@@ -631,7 +631,9 @@ impl IniValues {
     /// Reads the file with rust-ini (keys outside any section, or in a
     /// `[serve]` section) and finds each key's line for messages.
     fn load(path: &Path) -> Result<IniValues, Vec<ConfigError>> {
-        let text = std::fs::read_to_string(path).map_err(|e| vec![ConfigError::io(path, &e)])?;
+        let bytes = crate::config::file::read(path).map_err(|e| vec![ConfigError::io(path, &e)])?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| vec![ConfigError::at(path, None, "not UTF-8")])?;
         let ini = ini::Ini::load_from_str(&text)
             .map_err(|e| vec![ConfigError::at(path, Some(e.line), e.msg.to_string())])?;
         let mut values = Vec::new();

@@ -8,6 +8,7 @@ mod binary;
 mod body_hook;
 mod check;
 mod chunking;
+mod config_files;
 mod content_filters;
 mod daemon;
 mod downstream;
