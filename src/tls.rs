@@ -116,7 +116,7 @@ fn certified_key(
         false => crate::config::file::read(key).map_err(|e| ConfigError::io(key, &e))?,
     };
     let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| ConfigError::at(key, None, format!("no usable private key: {e}")))?;
+        .map_err(|e| ConfigError::at(key, None, key_problem(key == cert, &e)))?;
     let signing = provider
         .key_provider
         .load_private_key(key_der)
@@ -130,6 +130,21 @@ fn certified_key(
         )
     })?;
     Ok(Arc::new(certified))
+}
+
+/// What is wrong with a key file, and where the key could be instead.
+/// `with_cert`: the key was looked for in the certificate's own file.
+fn key_problem(with_cert: bool, e: &rustls_pki_types::pem::Error) -> String {
+    match (e, with_cert) {
+        (rustls_pki_types::pem::Error::NoItemsFound, true) => "has no private key: put the key \
+             in this PEM file too, or name a key file with --tls-key (tls-key in the \
+             settings file)"
+            .into(),
+        (rustls_pki_types::pem::Error::NoItemsFound, false) => {
+            "has no private key (no PRIVATE KEY block in it)".into()
+        }
+        _ => format!("no usable private key: {e}"),
+    }
 }
 
 /// The protocol and cipher of an established connection.

@@ -15,6 +15,9 @@ use std::path::Path;
 /// Every problem found under `home`. `sppconffile` is the session-level
 /// override to check instead of `control/smtpplugins`, if any.
 pub fn check(home: &Path, sppconffile: Option<&Path>) -> Vec<ConfigError> {
+    if let Some(e) = super::control::home_problem(home) {
+        return vec![e];
+    }
     let mut problems = Vec::new();
     let c = home.join("control");
     let read = |name: &str, problems: &mut Vec<ConfigError>| -> Option<Vec<u8>> {

@@ -23,5 +23,6 @@ mod plugin_platform;
 mod real_mta;
 mod session_rules;
 mod smtputf8;
+mod startup_errors;
 mod tls_auth;
 mod try_command;
