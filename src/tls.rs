@@ -104,15 +104,19 @@ fn certified_key(
     key: &Path,
     provider: &Arc<rustls::crypto::CryptoProvider>,
 ) -> Result<Arc<CertifiedKey>, ConfigError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| ConfigError::at(cert, None, format!("cannot read certificates: {e}")))?
+    let cert_pem = crate::config::file::read(cert).map_err(|e| ConfigError::io(cert, &e))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| ConfigError::at(cert, None, format!("bad certificate: {e}")))?;
     if chain.is_empty() {
         return Err(ConfigError::at(cert, None, "no certificate in the file"));
     }
-    let key_der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| ConfigError::at(key, None, format!("no usable private key: {e}")))?;
+    let key_pem = match key == cert {
+        true => cert_pem,
+        false => crate::config::file::read(key).map_err(|e| ConfigError::io(key, &e))?,
+    };
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| ConfigError::at(key, None, key_problem(key == cert, &e)))?;
     let signing = provider
         .key_provider
         .load_private_key(key_der)
@@ -126,6 +130,21 @@ fn certified_key(
         )
     })?;
     Ok(Arc::new(certified))
+}
+
+/// What is wrong with a key file, and where the key could be instead.
+/// `with_cert`: the key was looked for in the certificate's own file.
+fn key_problem(with_cert: bool, e: &rustls_pki_types::pem::Error) -> String {
+    match (e, with_cert) {
+        (rustls_pki_types::pem::Error::NoItemsFound, true) => "has no private key: put the key \
+             in this PEM file too, or name a key file with --tls-key (tls-key in the \
+             settings file)"
+            .into(),
+        (rustls_pki_types::pem::Error::NoItemsFound, false) => {
+            "has no private key (no PRIVATE KEY block in it)".into()
+        }
+        _ => format!("no usable private key: {e}"),
+    }
 }
 
 /// The protocol and cipher of an established connection.
@@ -154,9 +173,9 @@ pub fn client_config(ca_file: &Path, verify: bool) -> Result<Arc<rustls::ClientC
         .map_err(|e| e.to_string())?;
     let config = if verify {
         let mut roots = rustls::RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter(ca_file)
+        let pem = crate::config::file::read(ca_file)
             .map_err(|e| format!("{}: cannot read CA certificates: {e}", ca_file.display()))?;
-        for cert in certs {
+        for cert in CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|e| format!("{}: bad certificate: {e}", ca_file.display()))?;
             // Bundles hold certificates rustls cannot use; skip those.
             let _ = roots.add(cert);

@@ -15,6 +15,9 @@ use std::path::Path;
 /// Every problem found under `home`. `sppconffile` is the session-level
 /// override to check instead of `control/smtpplugins`, if any.
 pub fn check(home: &Path, sppconffile: Option<&Path>) -> Vec<ConfigError> {
+    if let Some(e) = super::control::home_problem(home) {
+        return vec![e];
+    }
     let mut problems = Vec::new();
     let c = home.join("control");
     let read = |name: &str, problems: &mut Vec<ConfigError>| -> Option<Vec<u8>> {
@@ -179,7 +182,7 @@ fn check_list(path: &Path, content: &[u8], problems: &mut Vec<ConfigError>) {
 /// smtpplugins: must exist; sections known; programs exist and are
 /// executable.
 fn check_plugins(home: &Path, path: &Path, problems: &mut Vec<ConfigError>) {
-    let content = match std::fs::read(path) {
+    let content = match super::file::read(path) {
         Ok(b) => b,
         Err(e) => {
             problems.push(ConfigError::at(

@@ -18,9 +18,27 @@ pub const DEFAULT_PLUGIN_TIMEOUT_SECS: u64 = 30;
 /// Largest timeout honoured (one year); larger values are clamped.
 pub const MAX_TIMEOUT_SECS: u64 = 365 * 86_400;
 
-/// Reads a file; `Ok(None)` when it does not exist.
+/// Why `home` cannot serve as the home directory (it does not exist, or is
+/// not a directory), if it cannot: said first, instead of every control
+/// file in it being missing.
+pub fn home_problem(home: &Path) -> Option<ConfigError> {
+    let why = match std::fs::metadata(home) {
+        Ok(m) if m.is_dir() => return None,
+        Ok(_) => "is not a directory".to_string(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => "does not exist".to_string(),
+        Err(e) => format!("cannot be used: {e}"),
+    };
+    Some(ConfigError::at(
+        home,
+        None,
+        format!("the home directory (--home or SPP_HOME) {why}"),
+    ))
+}
+
+/// Reads a file; `Ok(None)` when it does not exist. Anything but a regular
+/// file is an error, found without blocking (see [`super::file::open`]).
 pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, ConfigError> {
-    match std::fs::read(path) {
+    match super::file::read(path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(ConfigError::io(path, &e)),
@@ -177,6 +195,9 @@ pub struct Control {
 impl Control {
     /// Reads every control file under `home/control`, in qmail's order.
     pub fn load(home: &Path) -> Result<Control, ConfigError> {
+        if let Some(e) = home_problem(home) {
+            return Err(e);
+        }
         let c = home.join("control");
         let single = |name: &str| -> Result<Option<Vec<u8>>, ConfigError> {
             Ok(read_optional(&c.join(name))?.map(|b| first_line(&b)))
@@ -208,6 +229,13 @@ impl Control {
                 let more = match Cdb::open(&more_path) {
                     Ok(cdb) => Some(cdb),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                        return Err(ConfigError::at(
+                            &more_path,
+                            None,
+                            format!("not a usable cdb file: {e}"),
+                        ))
+                    }
                     Err(e) => return Err(ConfigError::io(&more_path, &e)),
                 };
                 Some(RcptHosts {

@@ -6,6 +6,7 @@
 pub mod cdb;
 pub mod check;
 pub mod control;
+pub mod file;
 pub mod plugins;
 pub mod queue;
 
@@ -38,9 +39,13 @@ impl ConfigError {
         }
     }
 
-    /// An I/O error reading `file`.
+    /// An I/O error reading `file` (a file that is not a regular file is
+    /// said to be one, without "cannot read").
     pub fn io(file: &Path, e: &std::io::Error) -> ConfigError {
-        ConfigError::at(file, None, format!("cannot read: {e}"))
+        match file::NotRegular::within(e) {
+            Some(n) => ConfigError::at(file, None, n.to_string()),
+            None => ConfigError::at(file, None, format!("cannot read: {e}")),
+        }
     }
 }
 
@@ -148,7 +153,7 @@ impl Config {
 
 /// Reads and parses one smtpplugins file; it must exist.
 pub fn load_plugin_table(home: &Path, path: &Path) -> Result<PluginTable, ConfigError> {
-    let content = std::fs::read(path).map_err(|e| ConfigError::io(path, &e))?;
+    let content = file::read(path).map_err(|e| ConfigError::io(path, &e))?;
     let (table, lints) = PluginTable::parse(&content, home, path.to_path_buf());
     match lints.into_iter().find(|l| l.fatal) {
         Some(l) => Err(ConfigError::at(path, Some(l.lineno), l.message)),

@@ -254,11 +254,25 @@ fn open_listeners(settings: &DaemonSettings) -> Result<Vec<Listener>, String> {
         (&settings.listen_submission[..], Kind::Submission),
     ] {
         for addr in addrs {
-            let socket = bind(*addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let socket = bind(*addr).map_err(|e| listen_error(*addr, &e))?;
             out.push(Listener { socket, kind });
         }
     }
     Ok(out)
+}
+
+/// Why a listener could not be bound. A refused port (one below 1024 for
+/// a user without root) says how to get one.
+fn listen_error(addr: SocketAddr, e: &std::io::Error) -> String {
+    let hint = match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            ": ports below 1024 need root: start as root with --user NAME (the \
+             listeners are bound first, then the server runs as NAME), or let \
+             systemd pass the socket (socket activation)"
+        }
+        _ => "",
+    };
+    format!("cannot listen on {addr}: {e}{hint}")
 }
 
 /// Binds a listening socket (SO_REUSEADDR, backlog 1024, non-blocking).

@@ -322,6 +322,7 @@ mod tests {
         let out = Command::new(env::current_exe().unwrap())
             .arg("--exact")
             .arg(format!("{module}::child_entry"))
+            .arg("--include-ignored")
             .arg("--test-threads=1")
             .arg("--nocapture")
             .env(CHILD_VAR, scenario)
@@ -336,10 +337,13 @@ mod tests {
         );
     }
 
-    /// The child side of the process tests; does nothing in a normal run.
+    /// The child side of the process tests, run only by [`run_child`]
+    /// (ignored in a normal run).
     #[test]
+    #[ignore = "run by run_child in a child process"]
     fn child_entry() {
         let Ok(scenario) = env::var(CHILD_VAR) else {
+            eprintln!("SKIP: the child side of a process test, run by run_child only");
             return;
         };
         let (uid, primary) = lookup_user("nobody").unwrap();
@@ -388,7 +392,7 @@ mod tests {
     #[test]
     fn dropping_to_nobody_is_complete_and_irreversible() {
         if !is_root() {
-            eprintln!("skipped: needs root");
+            eprintln!("SKIP: dropping privileges needs root");
             return;
         }
         run_child("default");
@@ -397,7 +401,7 @@ mod tests {
     #[test]
     fn dropping_to_nobody_with_an_explicit_group() {
         if !is_root() {
-            eprintln!("skipped: needs root");
+            eprintln!("SKIP: dropping privileges needs root");
             return;
         }
         run_child("group");
@@ -428,6 +432,7 @@ mod tests {
     #[test]
     fn without_root_switching_is_refused() {
         if is_root() {
+            eprintln!("SKIP: running as root, so switching users is allowed here");
             return;
         }
         let err = drop_privileges("daemon", None).unwrap_err();

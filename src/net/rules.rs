@@ -51,7 +51,7 @@ pub struct Rules(pub Vec<Rule>);
 impl Rules {
     /// Reads a rules file; every bad line is reported.
     pub fn load(path: &Path) -> Result<Rules, Vec<ConfigError>> {
-        let text = std::fs::read(path).map_err(|e| vec![ConfigError::io(path, &e)])?;
+        let text = crate::config::file::read(path).map_err(|e| vec![ConfigError::io(path, &e)])?;
         Rules::parse(&text).map_err(|errs| {
             errs.into_iter()
                 .map(|(line, msg)| ConfigError::at(path, Some(line), msg))

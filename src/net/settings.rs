@@ -3,6 +3,7 @@
 //! exists). A flag given on the command line wins over the file.
 
 use super::proxy::Network;
+use crate::config::control::MAX_TIMEOUT_SECS;
 use crate::config::ConfigError;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -121,6 +122,13 @@ impl TlsAuthSettings {
             5,
             errors,
         ));
+        errors.extend(ini.out_of_range(
+            "auth-failure-delay",
+            args.auth_failure_delay.is_some(),
+            failure_delay.as_secs(),
+            0,
+            MAX_TIMEOUT_SECS,
+        ));
         let max_failures = num(
             args.auth_max_failures.map(u64::from),
             "auth-max-failures",
@@ -181,6 +189,27 @@ impl TlsAuthSettings {
     }
 }
 
+/// Reads an `ADDR:PORT` flag value (clap names the flag in its message).
+pub fn parse_socket_addr(value: &str) -> Result<SocketAddr, String> {
+    value.parse().map_err(|_| addr_problem(value))
+}
+
+/// Why `value` is not `ADDR:PORT`, with an example to copy; an address
+/// without its port, the usual slip, is told so.
+pub fn addr_problem(value: &str) -> String {
+    match value.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            format!("needs ADDR:PORT, e.g. {ip}:25 ({value:?} has no port)")
+        }
+        Ok(std::net::IpAddr::V6(ip)) => {
+            format!("needs ADDR:PORT, e.g. [{ip}]:25 ({value:?} has no port)")
+        }
+        Err(_) => format!(
+            "needs ADDR:PORT with a numeric address, e.g. 127.0.0.1:25 or [::1]:25 (not {value:?})"
+        ),
+    }
+}
+
 /// Settings of `serve` as given on the command line (all optional, so the
 /// INI file can fill in what is missing).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -190,10 +219,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Address to listen on (repeatable; default 127.0.0.1:2525).
-    #[arg(long = "listen")]
+    #[arg(long = "listen", value_parser = parse_socket_addr)]
     pub listen: Vec<SocketAddr>,
     /// Serve OpenMetrics text at http://ADDR/metrics.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_socket_addr)]
     pub metrics: Option<SocketAddr>,
     /// TCPLOCALHOST for every session (default: control/me).
     #[arg(long)]
@@ -202,7 +231,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub reverse_dns: bool,
     /// DNS server for reverse lookups (ADDR:PORT; default: the system's).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_socket_addr)]
     pub dns_server: Option<SocketAddr>,
     /// Seconds a reverse lookup may take (each query; default 5).
     #[arg(long)]
@@ -227,7 +256,7 @@ pub struct ServeArgs {
     pub shutdown_deadline: Option<u64>,
     /// Address to listen on for connections that start with a PROXY
     /// protocol header (v1 or v2) from a trusted proxy (repeatable).
-    #[arg(long = "listen-proxy")]
+    #[arg(long = "listen-proxy", value_parser = parse_socket_addr)]
     pub listen_proxy: Vec<SocketAddr>,
     /// Network allowed to send PROXY headers (CIDR, repeatable).
     #[arg(long = "proxy-from")]
@@ -243,10 +272,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub group: Option<String>,
     /// Address for implicit TLS (port 465 style; repeatable).
-    #[arg(long = "listen-tls")]
+    #[arg(long = "listen-tls", value_parser = parse_socket_addr)]
     pub listen_tls: Vec<SocketAddr>,
     /// Address for submission: AUTH required before MAIL (repeatable).
-    #[arg(long = "listen-submission")]
+    #[arg(long = "listen-submission", value_parser = parse_socket_addr)]
     pub listen_submission: Vec<SocketAddr>,
     /// TLS and AUTH.
     #[command(flatten)]
@@ -353,6 +382,9 @@ impl DaemonSettings {
     /// Merges the command line with the INI file (if any) under `home`.
     /// Every problem in the file is reported with file:line.
     pub fn resolve(home: &Path, args: &ServeArgs) -> Result<DaemonSettings, Vec<ConfigError>> {
+        if let Some(e) = crate::config::control::home_problem(home) {
+            return Err(vec![e]);
+        }
         let file = match &args.config {
             Some(p) => Some(home.join(p)),
             None => Some(home.join("control/spp-smtpd.ini")).filter(|p| p.exists()),
@@ -373,7 +405,7 @@ impl DaemonSettings {
                     .filter_map(|a| match a.parse() {
                         Ok(addr) => Some(addr),
                         Err(_) => {
-                            errors.push(ini.error(line, format!("listen: {a:?} is not ADDR:PORT")));
+                            errors.push(ini.error(line, format!("listen: {}", addr_problem(a))));
                             None
                         }
                     })
@@ -402,8 +434,7 @@ impl DaemonSettings {
                     .filter_map(|a| {
                         a.parse()
                             .map_err(|_| {
-                                errors
-                                    .push(ini.error(line, format!("{key}: {a:?} is not ADDR:PORT")))
+                                errors.push(ini.error(line, format!("{key}: {}", addr_problem(a))))
                             })
                             .ok()
                     })
@@ -489,16 +520,14 @@ impl DaemonSettings {
         let metrics = args.metrics.or_else(|| {
             let (line, v) = ini.get("metrics")?;
             v.parse()
-                .map_err(|_| {
-                    errors.push(ini.error(line, format!("metrics: {v:?} is not ADDR:PORT")))
-                })
+                .map_err(|_| errors.push(ini.error(line, format!("metrics: {}", addr_problem(v)))))
                 .ok()
         });
         let dns_server = args.dns_server.or_else(|| {
             let (line, v) = ini.get("dns-server")?;
             v.parse()
                 .map_err(|_| {
-                    errors.push(ini.error(line, format!("dns-server: {v:?} is not ADDR:PORT")))
+                    errors.push(ini.error(line, format!("dns-server: {}", addr_problem(v))))
                 })
                 .ok()
         });
@@ -516,14 +545,12 @@ impl DaemonSettings {
             .or_else(|| ini.get("group").map(|(_, v)| v.to_string()));
         if let Some(u) = &user {
             if let Err(e) = super::privileges::lookup_user(u) {
-                let line = ini.get("user").map(|(l, _)| l).unwrap_or(0);
-                errors.push(ini.error(line, format!("user: {e}")));
+                errors.push(ini.named_error("user", args.user.is_some(), format!(": {e}")));
             }
         }
         if let Some(g) = &group {
             if let Err(e) = super::privileges::lookup_group(g) {
-                let line = ini.get("group").map(|(l, _)| l).unwrap_or(0);
-                errors.push(ini.error(line, format!("group: {e}")));
+                errors.push(ini.named_error("group", args.group.is_some(), format!(": {e}")));
             }
         }
         let explicit_rules = args
@@ -532,23 +559,60 @@ impl DaemonSettings {
             .or_else(|| ini.get("rules").map(|(_, v)| PathBuf::from(v)));
         let rules_required = explicit_rules.is_some();
         let rules = home.join(explicit_rules.unwrap_or_else(|| PathBuf::from("control/tcp.smtp")));
-        for (key, bad) in [
-            ("max-connections", max_connections == 0),
-            ("max-per-ip", max_per_ip == 0),
-            ("max-plugins", max_plugins == 0),
-            ("session-lifetime", session_lifetime.is_zero()),
+        let permits = tokio::sync::Semaphore::MAX_PERMITS as u64;
+        let year = MAX_TIMEOUT_SECS;
+        for (key, flag_given, value, least, most) in [
+            (
+                "max-connections",
+                args.max_connections.is_some(),
+                max_connections as u64,
+                1,
+                permits,
+            ),
+            (
+                "max-per-ip",
+                args.max_per_ip.is_some(),
+                max_per_ip as u64,
+                1,
+                u64::MAX,
+            ),
+            (
+                "max-plugins",
+                args.max_plugins.is_some(),
+                max_plugins as u64,
+                1,
+                permits,
+            ),
+            (
+                "session-lifetime",
+                args.session_lifetime.is_some(),
+                session_lifetime.as_secs(),
+                1,
+                year,
+            ),
+            (
+                "shutdown-deadline",
+                args.shutdown_deadline.is_some(),
+                shutdown_deadline.as_secs(),
+                0,
+                year,
+            ),
+            (
+                "greeting-delay",
+                args.greeting_delay.is_some(),
+                greeting_delay.as_secs(),
+                0,
+                year,
+            ),
+            (
+                "dns-timeout",
+                args.dns_timeout.is_some(),
+                dns_timeout.as_secs(),
+                0,
+                year,
+            ),
         ] {
-            if bad {
-                let line = ini.get(key).map(|(l, _)| l);
-                errors.push(match (&file, line) {
-                    (Some(_), Some(l)) => ini.error(l, format!("{key} must be at least 1")),
-                    _ => ConfigError::at(
-                        Path::new("command line"),
-                        None,
-                        format!("--{key} must be at least 1"),
-                    ),
-                });
-            }
+            errors.extend(ini.out_of_range(key, flag_given, value, least, most));
         }
         errors.extend(ini.unknown_keys());
         if !errors.is_empty() {
@@ -631,7 +695,9 @@ impl IniValues {
     /// Reads the file with rust-ini (keys outside any section, or in a
     /// `[serve]` section) and finds each key's line for messages.
     fn load(path: &Path) -> Result<IniValues, Vec<ConfigError>> {
-        let text = std::fs::read_to_string(path).map_err(|e| vec![ConfigError::io(path, &e)])?;
+        let bytes = crate::config::file::read(path).map_err(|e| vec![ConfigError::io(path, &e)])?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| vec![ConfigError::at(path, None, "not UTF-8")])?;
         let ini = ini::Ini::load_from_str(&text)
             .map_err(|e| vec![ConfigError::at(path, Some(e.line), e.msg.to_string())])?;
         let mut values = Vec::new();
@@ -669,9 +735,43 @@ impl IniValues {
             .map(|(_, v, l)| (*l, v.as_str()))
     }
 
-    /// A problem at `line` of the file.
+    /// A problem at `line` of the file (without a file: on the command line).
     fn error(&self, line: usize, msg: String) -> ConfigError {
-        ConfigError::at(&self.path, (line > 0).then_some(line), msg)
+        match self.path.as_os_str().is_empty() {
+            true => ConfigError::at(Path::new("command line"), None, msg),
+            false => ConfigError::at(&self.path, (line > 0).then_some(line), msg),
+        }
+    }
+
+    /// The problem with a number setting outside `least..=most`, if it
+    /// is: blamed on the flag when `flag_given`, else on the file's line.
+    /// The largest values are those the daemon can use: a semaphore's
+    /// permits, a timer's range (a year of seconds).
+    fn out_of_range(
+        &self,
+        key: &str,
+        flag_given: bool,
+        value: u64,
+        least: u64,
+        most: u64,
+    ) -> Option<ConfigError> {
+        let bound = match (value < least, value > most) {
+            (true, _) => format!("at least {least}"),
+            (_, true) if most == MAX_TIMEOUT_SECS => format!("at most {most} seconds (a year)"),
+            (_, true) => format!("at most {most}"),
+            _ => return None,
+        };
+        Some(self.named_error(key, flag_given, format!(" must be {bound}")))
+    }
+
+    /// A problem with the setting `key`: `--key` and `msg` on the command
+    /// line when `flag_given`, else `key` and `msg` at the file's line
+    /// (`msg` starts with its separator: `": ..."` or `" must ..."`).
+    fn named_error(&self, key: &str, flag_given: bool, msg: String) -> ConfigError {
+        match (flag_given, self.get(key)) {
+            (false, Some((line, _))) => self.error(line, format!("{key}{msg}")),
+            _ => ConfigError::at(Path::new("command line"), None, format!("--{key}{msg}")),
+        }
     }
 
     /// Keys that are not settings.

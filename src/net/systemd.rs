@@ -407,6 +407,7 @@ mod tests {
             .arg(std::env::current_exe().unwrap())
             .arg("--exact")
             .arg(format!("{module}::child_entry"))
+            .arg("--include-ignored")
             .arg("--test-threads=1")
             .arg("--nocapture");
         for var in ACTIVATION_VARS.iter().chain(&["NOTIFY_SOCKET"]) {
@@ -454,10 +455,13 @@ mod tests {
         );
     }
 
-    /// The child side of the process tests; does nothing in a normal run.
+    /// The child side of the process tests, run only by [`run_child`]
+    /// (ignored in a normal run).
     #[test]
+    #[ignore = "run by run_child in a child process"]
     fn child_entry() {
         let Ok(scenario) = env::var(CHILD_VAR) else {
+            eprintln!("SKIP: the child side of a process test, run by run_child only");
             return;
         };
         let fd_flags = |fd: RawFd| {

@@ -203,7 +203,7 @@ fn envelope_headers(env: &Envelope) -> Vec<u8> {
 /// `time.M<usec>P<pid>Q<seq>.<host>`, the usual Maildir unique name.
 fn unique_name() -> String {
     static HOST: OnceLock<String> = OnceLock::new();
-    let host = HOST.get_or_init(|| hostname().replace('/', "\\057").replace(':', "\\072"));
+    let host = HOST.get_or_init(|| escape_host(&hostname()));
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -216,6 +216,12 @@ fn unique_name() -> String {
         seq,
         host
     )
+}
+
+/// A host name made safe for a Maildir file name: `/` (a path separator)
+/// and `:` (the start of the info part) written as `\057` and `\072`.
+fn escape_host(host: &str) -> String {
+    host.replace('/', "\\057").replace(':', "\\072")
 }
 
 /// This machine's host name.
@@ -249,8 +255,24 @@ mod tests {
     }
 
     #[test]
-    fn names_are_unique() {
-        assert_ne!(unique_name(), unique_name());
+    fn names_are_unique_across_threads_and_well_formed() {
+        let threads: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..2000).map(|_| unique_name()).collect::<Vec<_>>()))
+            .collect();
+        let names: Vec<String> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let distinct: HashSet<&String> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "a name was given twice");
+        let pid = format!("P{}Q", std::process::id());
+        for name in &names {
+            let (time, rest) = name.split_once(".M").unwrap();
+            assert!(time.parse::<u64>().unwrap() > 1_600_000_000, "{name}");
+            assert!(rest.contains(&pid), "{name}");
+            assert!(!name.contains('/') && !name.contains(':'), "{name}");
+        }
+        assert_eq!(escape_host("a/b:c.test"), "a\\057b\\072c.test");
     }
 
     #[tokio::test]

@@ -115,7 +115,8 @@ fn unreadable_control_file_is_reported_and_sessions_get_421() {
     let out = check(home.dir());
     assert_eq!(out.code, 1);
     assert!(
-        out.stdout.contains("control/rcpthosts: cannot read"),
+        out.stdout
+            .contains("control/rcpthosts: not a regular file (a directory)"),
         "{}",
         out.stdout
     );

@@ -3381,9 +3381,17 @@ async fn dot_stuffed_received_lines_are_not_hops() {
 #[tokio::test]
 async fn unreadable_morercpthosts_cdb_gets_421_not_a_permanent_refusal() {
     let home = TestHome::new();
-    // A truncated cdb: lookups fail.
-    home.control("morercpthosts.cdb", [0u8; 100]);
+    let cdb = home.path.join("control/morercpthosts.cdb");
+    spp_smtpd::config::cdb::write(&cdb, &[b"other.test"]).unwrap();
     let mut s = start(&home).await;
+    // Truncated in place after the configuration was loaded (a corrupt
+    // file is refused at load): lookups in the open file fail.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cdb)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
     s.cmd("MAIL FROM:<a@x.test>").await.code(250);
     // rcpthosts itself answers without the cdb.
     s.cmd("RCPT TO:<bob@ref.test>").await.all(&["250 ok"]);

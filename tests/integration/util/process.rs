@@ -5,6 +5,8 @@
 use super::TestHome;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -111,7 +113,9 @@ pub fn stdio(home: &TestHome, env: &[(&str, &str)], input: &[u8]) -> Finished {
     run_with_input(cmd, input, Duration::from_secs(60))
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released).
+/// A free TCP port on 127.0.0.1 (bound and released, so another process
+/// may take it before it is used: the daemon gets its socket passed
+/// instead, see [`Server::daemon_with`]; tcpserver cannot take one).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -122,17 +126,46 @@ pub fn free_port() -> u16 {
 
 /// Waits until something accepts connections on 127.0.0.1:`port`.
 pub fn wait_for_port(port: u16, child: &mut Child) {
+    if let Err(status) = listening(port, child) {
+        panic!("server exited early: {status}");
+    }
+}
+
+/// Waits (bounded) until 127.0.0.1:`port` accepts connections while
+/// `child` still runs; `Err` with its status if it exited first.
+fn listening(port: u16, child: &mut Child) -> Result<(), std::process::ExitStatus> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
+        let accepted = TcpStream::connect(("127.0.0.1", port)).is_ok();
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("server exited early: {status}");
+            return Err(status);
+        }
+        if accepted {
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("nothing listening on port {port}");
+}
+
+/// Waits (bounded) until `child` sends `READY=1` to `notify`.
+pub fn wait_for_ready(notify: &UnixDatagram, child: &mut Child) {
+    notify
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline {
+        if let Ok(n) = notify.recv(&mut buf) {
+            if buf[..n].split(|&b| b == b'\n').any(|l| l == b"READY=1") {
+                return;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("server exited early: {status}");
+        }
+    }
+    panic!("the server did not report READY=1");
 }
 
 /// A server process listening on loopback; stopped (by PID) when dropped.
@@ -140,22 +173,46 @@ pub struct Server {
     child: Child,
     /// The port it listens on.
     pub port: u16,
+    /// The daemon's `NOTIFY_SOCKET`, kept open so its later reports
+    /// (reload, stop) are received rather than logged as failures.
+    _notify: Option<UnixDatagram>,
 }
 
 impl Server {
-    /// `tcpserver ... spp-smtpd --home HOME stdio ARGS`.
+    /// `tcpserver ... spp-smtpd --home HOME stdio ARGS`. tcpserver binds
+    /// the port itself, so one chosen by [`free_port`] may be taken by
+    /// another process first: tcpserver then exits, and another port is
+    /// tried.
     pub fn tcpserver_with(home: &TestHome, env: &[(&str, &str)], args: &[&str]) -> Server {
-        let port = free_port();
-        let mut cmd = Command::new("tcpserver");
-        cmd.args(["-R", "-H", "-l", "0", "-c", "50", "-b", "50", "127.0.0.1"])
-            .arg(port.to_string())
-            .arg(bin())
-            .arg("--home")
-            .arg(home.dir())
-            .arg("stdio")
-            .args(args);
-        let log = std::fs::File::create(home.dir().join("daemon.log")).unwrap();
-        Server::spawn_logging(cmd, env, port, Stdio::from(log))
+        let log_path = home.dir().join("daemon.log");
+        for _ in 0..5 {
+            let port = free_port();
+            let mut cmd = Command::new("tcpserver");
+            cmd.args(["-R", "-H", "-l", "0", "-c", "50", "-b", "50", "127.0.0.1"])
+                .arg(port.to_string())
+                .arg(bin())
+                .arg("--home")
+                .arg(home.dir())
+                .arg("stdio")
+                .args(args);
+            Server::clean_env(&mut cmd, env);
+            let log = std::fs::File::create(&log_path).unwrap();
+            let mut child = cmd.stderr(log).spawn().expect("start tcpserver");
+            match listening(port, &mut child) {
+                Ok(()) => {
+                    return Server {
+                        child,
+                        port,
+                        _notify: None,
+                    }
+                }
+                Err(status) => eprintln!("tcpserver on port {port} exited ({status}): retrying"),
+            }
+        }
+        panic!(
+            "tcpserver could not listen: {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
     }
 
     /// `tcpserver -R -H -l 0 127.0.0.1 PORT spp-smtpd --home HOME stdio`.
@@ -169,17 +226,61 @@ impl Server {
     }
 
     /// `serve` with extra arguments; its stderr goes to `HOME/daemon.log`.
+    /// The listening socket is bound here and handed over as systemd
+    /// does (`LISTEN_FDS`, socket activation), so no other process can
+    /// take the port between choosing and binding it; the server is
+    /// returned once it has told `NOTIFY_SOCKET` it is ready.
     pub fn daemon_with(home: &TestHome, env: &[(&str, &str)], args: &[&str]) -> Server {
-        let port = free_port();
-        let mut cmd = Command::new(bin());
-        cmd.arg("--home")
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let notify_path = home.dir().join(format!("notify-{port}.sock"));
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        // Writable for a server that switched to another user (--user).
+        std::fs::set_permissions(&notify_path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        // LISTEN_PID must be the server's own PID: the shell sets it to
+        // its own and execs the server in its place.
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+            .arg(bin())
+            .arg("--home")
             .arg(home.dir())
             .arg("serve")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
             .args(args);
+        let fd = listener.as_raw_fd();
+        // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork
+        // and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let moved = match fd {
+                    3 => libc::fcntl(3, libc::F_SETFD, 0),
+                    _ => libc::dup2(fd, 3),
+                };
+                match moved {
+                    -1 => Err(std::io::Error::last_os_error()),
+                    _ => Ok(()),
+                }
+            });
+        }
         let log = std::fs::File::create(home.dir().join("daemon.log")).unwrap();
-        Server::spawn_logging(cmd, env, port, Stdio::from(log))
+        Server::clean_env(&mut cmd, env);
+        cmd.env("LISTEN_FDS", "1")
+            .env("NOTIFY_SOCKET", &notify_path);
+        let mut child = cmd.stderr(Stdio::from(log)).spawn().expect("start server");
+        drop(listener);
+        wait_for_ready(&notify, &mut child);
+        Server {
+            child,
+            port,
+            _notify: Some(notify),
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends a signal to the server (by its PID).
@@ -193,21 +294,18 @@ impl Server {
         wait_bounded(&mut self.child, Duration::from_secs(60))
     }
 
-    fn spawn_logging(mut cmd: Command, env: &[(&str, &str)], port: u16, stderr: Stdio) -> Server {
+    /// Gives `cmd` only PATH and `env`, and no stdin or stdout.
+    fn clean_env(cmd: &mut Command, env: &[(&str, &str)]) {
         cmd.env_clear()
             .env(
                 "PATH",
                 std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
             )
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
+            .stdout(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("start server");
-        wait_for_port(port, &mut child);
-        Server { child, port }
     }
 
     /// Sends SIGTERM and waits; returns the exit status.
