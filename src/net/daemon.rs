@@ -4,9 +4,8 @@
 //! validated snapshot, and a graceful SIGTERM/SIGINT shutdown.
 
 use super::io_limits;
-use super::rules::Rules;
 use super::settings::{DaemonSettings, ServeArgs};
-use crate::config::{Config, ConfigError};
+use super::snapshot::Snapshot;
 use crate::session::env::SessionEnv;
 use crate::session::io::RunState;
 use crate::session::{Session, SessionControls};
@@ -41,65 +40,6 @@ const PER_CONNECTION: [&str; 8] = [
 /// Variables that, set in the daemon's own environment, apply to every
 /// client (as with tcpserver); worth a warning.
 const SESSION_POLICY: [&str; 4] = ["RELAYCLIENT", "NOSPP", "SPPCONFFILE", "DATABYTES"];
-
-/// Everything sessions read from files, replaced as a whole on SIGHUP.
-#[derive(Debug)]
-pub struct Snapshot {
-    /// Control files and plugins.
-    pub config: Arc<Config>,
-    /// Access rules (empty: every client allowed, no variables).
-    pub rules: Arc<Rules>,
-}
-
-impl Snapshot {
-    /// Loads and validates a snapshot. `strict` also refuses an unreadable
-    /// `smtpplugins` (used for reloads, so a broken file keeps the old one).
-    pub fn load(
-        home: &Path,
-        settings: &DaemonSettings,
-        strict: bool,
-    ) -> Result<Snapshot, Vec<String>> {
-        let mut errors = Vec::new();
-        let config = Config::load_with(home, &settings.tls_auth.certs)
-            .map_err(|e| errors.push(e.to_string()))
-            .ok();
-        if let Some(c) = &config {
-            if c.tls.is_none() && !settings.listen_tls.is_empty() {
-                errors.push(
-                    "listen-tls needs a certificate (control/servercert.pem or tls-cert)".into(),
-                );
-            }
-            if c.tls.is_none() && settings.tls_auth.require_tls {
-                errors.push(
-                    "require-tls needs a certificate (control/servercert.pem or tls-cert)".into(),
-                );
-            }
-        }
-        if !settings.listen_submission.is_empty() && settings.tls_auth.auth.is_none() {
-            errors.push(
-                "listen-submission needs an AUTH backend (checkpassword or dovecot-auth)".into(),
-            );
-        }
-        if let Some(Err(e)) = config.as_ref().map(|c| &c.default_plugins) {
-            if strict {
-                errors.push(e.to_string());
-            } else {
-                tracing::warn!("{e}: sessions without NOSPP or SPPCONFFILE will get 421");
-            }
-        }
-        let rules = settings
-            .load_rules()
-            .map_err(|errs| errors.extend(errs.iter().map(ConfigError::to_string)))
-            .ok();
-        match (config, rules) {
-            (Some(config), Some(rules)) if errors.is_empty() => Ok(Snapshot {
-                config: Arc::new(config),
-                rules: Arc::new(rules),
-            }),
-            _ => Err(errors),
-        }
-    }
-}
 
 /// State shared by the accept loops and sessions.
 struct Shared {
@@ -138,12 +78,18 @@ pub fn run(home: &Path, args: &ServeArgs) -> i32 {
             return EXIT_CONFIG;
         }
     };
-    let snapshot = match Snapshot::load(&home, &settings, false) {
-        Ok(s) => s,
+    let snapshot = match Snapshot::load(&home, &settings) {
+        Ok((snapshot, warnings)) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            snapshot
+        }
         Err(errors) => {
             for e in errors {
                 tracing::error!("{e}");
             }
+            tracing::error!("configuration refused: not starting");
             return EXIT_CONFIG;
         }
     };
@@ -354,6 +300,8 @@ async fn serve(
         }
     };
     notify("READY=1");
+    // From here on SIGHUP reloads (before, it would end the process).
+    tracing::info!("ready");
     wait_for_stop(signals, &home, &shared.settings, &snap_tx).await;
     notify("STOPPING=1");
     tracing::info!(
@@ -427,10 +375,14 @@ fn notify(state: &str) {
     }
 }
 
-/// Loads a new snapshot; keeps the old one if anything is wrong.
+/// Loads a new snapshot; keeps the old one if the validator finds any
+/// error, and logs every one of them.
 fn reload(home: &Path, settings: &DaemonSettings, snapshots: &watch::Sender<Arc<Snapshot>>) {
-    match Snapshot::load(home, settings, true) {
-        Ok(s) => {
+    match Snapshot::load(home, settings) {
+        Ok((s, warnings)) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
             snapshots.send_replace(Arc::new(s));
             tracing::info!("reloaded configuration");
         }

@@ -581,34 +581,6 @@ impl DaemonSettings {
     }
 }
 
-/// Problems in the daemon's settings file and rules file, for `check`.
-pub fn check(home: &Path) -> Vec<ConfigError> {
-    match DaemonSettings::resolve(home, &ServeArgs::default()) {
-        Err(errors) => errors,
-        Ok(settings) => {
-            let mut problems = settings.load_rules().err().unwrap_or_default();
-            if let Err(e) = crate::tls::load(home, &settings.tls_auth.certs) {
-                problems.push(e);
-            }
-            if let Some(crate::auth::AuthConfig {
-                backend: crate::auth::Backend::Checkpassword(argv),
-                ..
-            }) = &settings.tls_auth.auth
-            {
-                let program = home.join(&argv[0]);
-                if !program.is_file() {
-                    problems.push(ConfigError::at(
-                        &program,
-                        None,
-                        "checkpassword program not found",
-                    ));
-                }
-            }
-            problems
-        }
-    }
-}
-
 impl DaemonSettings {
     /// Reads the rules file: an explicitly named one must exist; the
     /// default one is optional (no file: every client allowed).

@@ -24,3 +24,4 @@ mod session_rules;
 mod smtputf8;
 mod tls_auth;
 mod try_command;
+mod validation;
