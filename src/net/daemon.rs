@@ -160,8 +160,10 @@ enum Kind {
     Plain,
     /// A PROXY header from a trusted proxy, then SMTP.
     Proxy,
-    /// A TLS handshake, then SMTP (port 465 style).
+    /// A TLS handshake, then SMTP with AUTH required (port 465, RFC 8314).
     Tls,
+    /// A TLS handshake, then SMTP without the AUTH requirement (MX over TLS).
+    TlsMx,
     /// Submission: AUTH required before MAIL.
     Submission,
 }
@@ -197,6 +199,7 @@ fn open_listeners(settings: &DaemonSettings) -> Result<Vec<Listener>, String> {
         (plain, Kind::Plain),
         (&settings.listen_proxy[..], Kind::Proxy),
         (&settings.listen_tls[..], Kind::Tls),
+        (&settings.listen_tls_mx[..], Kind::TlsMx),
         (&settings.listen_submission[..], Kind::Submission),
     ] {
         for addr in addrs {
@@ -608,10 +611,10 @@ async fn connection(
         shutdown: Some(shared.state.clone()),
         lifetime: Some(shared.settings.session_lifetime),
         greeting_delay: shared.settings.greeting_delay,
-        implicit_tls: kind == Kind::Tls,
+        implicit_tls: matches!(kind, Kind::Tls | Kind::TlsMx),
         require_tls: shared.settings.tls_auth.require_tls,
         auth: shared.auth.clone(),
-        require_auth: kind == Kind::Submission,
+        require_auth: matches!(kind, Kind::Submission | Kind::Tls),
     };
     let code = Session::new(Box::new(stream), snapshot.config.clone(), env, id.clone())
         .with_controls(controls)

@@ -242,9 +242,14 @@ pub struct ServeArgs {
     /// With --user: this group instead of the user's primary group.
     #[arg(long)]
     pub group: Option<String>,
-    /// Address for implicit TLS (port 465 style; repeatable).
+    /// Address for implicit TLS (port 465, RFC 8314 submission): AUTH
+    /// required before MAIL (repeatable).
     #[arg(long = "listen-tls")]
     pub listen_tls: Vec<SocketAddr>,
+    /// Address for implicit TLS without the AUTH requirement: mail
+    /// exchange over TLS from the first byte (repeatable).
+    #[arg(long = "listen-tls-mx")]
+    pub listen_tls_mx: Vec<SocketAddr>,
     /// Address for submission: AUTH required before MAIL (repeatable).
     #[arg(long = "listen-submission")]
     pub listen_submission: Vec<SocketAddr>,
@@ -296,8 +301,10 @@ pub struct DaemonSettings {
     pub user: Option<String>,
     /// Group to switch to after binding.
     pub group: Option<String>,
-    /// Implicit-TLS listeners.
+    /// Implicit-TLS submission listeners (AUTH required).
     pub listen_tls: Vec<SocketAddr>,
+    /// Implicit-TLS listeners where AUTH is not required (MX over TLS).
+    pub listen_tls_mx: Vec<SocketAddr>,
     /// Submission listeners (AUTH required).
     pub listen_submission: Vec<SocketAddr>,
     /// TLS and AUTH.
@@ -338,6 +345,7 @@ const KEYS: &[&str] = &[
     "user",
     "group",
     "listen-tls",
+    "listen-tls-mx",
     "listen-submission",
     "tls-cert",
     "tls-key",
@@ -424,6 +432,7 @@ impl DaemonSettings {
                 .collect()
         };
         let listen_tls = addr_list(&args.listen_tls, "listen-tls", &mut errors);
+        let listen_tls_mx = addr_list(&args.listen_tls_mx, "listen-tls-mx", &mut errors);
         let listen_submission =
             addr_list(&args.listen_submission, "listen-submission", &mut errors);
         let tls_auth = TlsAuthSettings::resolve(&args.tls_auth, &ini, true, &mut errors);
@@ -575,6 +584,7 @@ impl DaemonSettings {
             user,
             group,
             listen_tls,
+            listen_tls_mx,
             listen_submission,
             tls_auth,
         })

@@ -81,6 +81,7 @@ pub fn validate(home: &Path, settings: &DaemonSettings, plugins: Option<&Path>) 
     let here = Path::new("settings");
     for (what, wanted) in [
         ("listen-tls", !settings.listen_tls.is_empty()),
+        ("listen-tls-mx", !settings.listen_tls_mx.is_empty()),
         ("require-tls", settings.tls_auth.require_tls),
     ] {
         if wanted && !have_certificate {
@@ -98,6 +99,15 @@ pub fn validate(home: &Path, settings: &DaemonSettings, plugins: Option<&Path>) 
                     here,
                     None,
                     "listen-submission needs an AUTH backend (checkpassword or dovecot-auth)",
+                ));
+            }
+            if !settings.listen_tls.is_empty() {
+                report.error(ConfigError::at(
+                    here,
+                    None,
+                    "listen-tls requires AUTH (implicit TLS is for submission, RFC 8314) and so \
+                     needs an AUTH backend (checkpassword or dovecot-auth); for mail exchange \
+                     over implicit TLS without AUTH use listen-tls-mx",
                 ));
             }
         }

@@ -23,5 +23,6 @@ mod real_mta;
 mod session_rules;
 mod smtputf8;
 mod tls_auth;
+mod tls_ports;
 mod try_command;
 mod validation;
