@@ -134,6 +134,7 @@ pub fn run(home: &Path, args: &ServeArgs) -> i32 {
             group = settings.group.as_deref().unwrap_or("(primary)"),
             "privileges dropped"
         );
+        warn_unreadable_after_drop(&home, &settings, user);
     }
     // Spool files of a server that was killed are removed now; a session
     // would only do it before its first spool file.
@@ -151,6 +152,18 @@ pub fn run(home: &Path, args: &ServeArgs) -> i32 {
     let code = rt.block_on(serve(home, settings, snapshot, listeners, metrics_listener));
     rt.shutdown_timeout(Duration::from_secs(1));
     code
+}
+
+/// The configuration was read before the switch to `user`; a reload reads
+/// it as `user`. Whatever the validator finds now (typically a key file
+/// only root may read) would refuse every reload: say so at start.
+fn warn_unreadable_after_drop(home: &Path, settings: &DaemonSettings, user: &str) {
+    let report = super::snapshot::validate(home, settings, None);
+    for e in report.only(crate::config::check::Severity::Error) {
+        tracing::warn!(
+            "as user {user}, {e}: SIGHUP will refuse to reload until this is fixed (make the file readable by {user})"
+        );
+    }
 }
 
 /// What a listener's clients start with and must do.

@@ -520,7 +520,7 @@ fn socket_activation_serves_on_the_passed_listener_and_notifies_systemd() {
 async fn privileges_are_dropped_after_binding() {
     // SAFETY: getuid has no preconditions.
     if unsafe { libc::getuid() } != 0 {
-        eprintln!("not root: privilege drop cannot be tested here");
+        eprintln!("SKIP: not root: privilege drop cannot be tested here");
         return;
     }
     let home = TestHome::new();
