@@ -1,7 +1,7 @@
 //! Command line: pick the mode, run it, map the result to an exit status.
 
 use clap::{Parser, Subcommand};
-use spp_smtpd::{config, logging, net, trial};
+use spp_smtpd::{logging, net, trial};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -52,11 +52,16 @@ enum Mode {
     },
     /// The daemon: listen and serve many sessions.
     Serve(Box<net::settings::ServeArgs>),
-    /// Validate control files and plugins; print file:line problems.
+    /// Validate what `serve` would run with (control files, plugins,
+    /// settings, rules, certificates); print file:line problems. Takes
+    /// serve's options, e.g. --rules FILE.
     Check {
         /// Check this plugin file instead of control/smtpplugins.
         #[arg(long)]
         plugins: Option<PathBuf>,
+        /// The daemon's options, as `serve` would be given them.
+        #[command(flatten)]
+        serve: Box<net::settings::ServeArgs>,
     },
     /// Run plugins on a synthetic session with no network: print what each
     /// got and printed and what the client saw; exit 0 accepted, 1
@@ -84,20 +89,31 @@ fn main() {
         } => stdio(&cli.home, proxy, &proxy_from, tls, &tls_auth),
         Mode::Serve(args) => net::daemon::run(&cli.home, &args),
         Mode::Try(args) => trial::run(&cli.home, &args),
-        Mode::Check { plugins } => {
-            let problems = config::check::check(&cli.home, plugins.as_deref());
-            for p in &problems {
-                println!("{p}");
-            }
-            if problems.is_empty() {
-                println!("ok: no problems found under {}", cli.home.display());
-                0
-            } else {
-                1
-            }
-        }
+        Mode::Check { plugins, serve } => check(&cli.home, plugins.as_deref(), &serve),
     };
     std::process::exit(code);
+}
+
+/// `check`: prints every finding, sorted by file and line; exit status 1
+/// if any is an error, else 0.
+fn check(home: &Path, plugins: Option<&Path>, serve: &net::settings::ServeArgs) -> i32 {
+    let report = net::snapshot::check(home, serve, plugins);
+    let failed = report.has_errors();
+    let findings = report.sorted();
+    for f in &findings {
+        println!("{f}");
+    }
+    match (failed, findings.len()) {
+        (true, _) => 1,
+        (false, 0) => {
+            println!("ok: no problems found under {}", home.display());
+            0
+        }
+        (false, n) => {
+            println!("ok: no errors under {}, {n} warning(s)", home.display());
+            0
+        }
+    }
 }
 
 /// `stdio`: one session; its exit status.

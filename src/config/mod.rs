@@ -68,6 +68,13 @@ pub enum LoadError {
 }
 
 impl LoadError {
+    /// The problem with its file and line.
+    pub fn into_config_error(self) -> ConfigError {
+        match self {
+            LoadError::Controls(e) => e,
+        }
+    }
+
     /// The reply a session gets before closing (qmail's wording).
     pub fn reply(&self) -> &'static str {
         match self {
@@ -155,7 +162,7 @@ impl Config {
 pub fn load_plugin_table(home: &Path, path: &Path) -> Result<PluginTable, ConfigError> {
     let content = file::read(path).map_err(|e| ConfigError::io(path, &e))?;
     let (table, lints) = PluginTable::parse(&content, home, path.to_path_buf());
-    match lints.into_iter().find(|l| l.fatal) {
+    match lints.into_iter().find(|l| l.is_fatal()) {
         Some(l) => Err(ConfigError::at(path, Some(l.lineno), l.message)),
         None => Ok(table),
     }

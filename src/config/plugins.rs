@@ -313,34 +313,48 @@ pub struct Plugin {
 
 /// A problem noticed while parsing, reported by `check`. Parsing accepts
 /// any line qmail-spp accepts; only bad `#spp:` options are errors that
-/// refuse the file (`fatal`), so a typo never changes what a plugin does.
+/// refuse the file in every mode (`Fatal`), so a typo never changes what a
+/// plugin does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lint {
     /// 1-based line number.
     pub lineno: usize,
     /// What is wrong.
     pub message: String,
-    /// The file cannot be used (a bad `#spp:` option).
-    pub fatal: bool,
+    /// How serious it is.
+    pub kind: LintKind,
+}
+
+/// How serious a [`Lint`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LintKind {
+    /// The file cannot be used (a bad `#spp:` option): sessions refuse it.
+    Fatal,
+    /// Lines that are ignored, as qmail-spp ignores them (an unknown
+    /// section, a plugin line before any section): sessions run without
+    /// them, the daemon's validator refuses the file.
+    Ignored,
+    /// A line ending in CR: the CR becomes part of the entry.
+    LineEnd,
 }
 
 impl Lint {
-    /// A problem `check` reports; the file is still used.
-    fn warning(lineno: usize, message: String) -> Lint {
+    fn new(lineno: usize, message: String, kind: LintKind) -> Lint {
         Lint {
             lineno,
             message,
-            fatal: false,
+            kind,
         }
     }
 
     /// A problem that refuses the file.
     fn fatal(lineno: usize, message: String) -> Lint {
-        Lint {
-            lineno,
-            message,
-            fatal: true,
-        }
+        Lint::new(lineno, message, LintKind::Fatal)
+    }
+
+    /// Whether the file cannot be used at all.
+    pub fn is_fatal(&self) -> bool {
+        self.kind == LintKind::Fatal
     }
 }
 
@@ -405,9 +419,10 @@ impl PluginTable {
             }
             let line = line.to_vec();
             if line.ends_with(b"\r") {
-                lints.push(Lint::warning(
+                lints.push(Lint::new(
                     lineno,
                     "line ends with CR (CRLF file): the CR becomes part of the entry".into(),
+                    LintKind::LineEnd,
                 ));
             }
             if line[0] == b'[' {
@@ -424,21 +439,23 @@ impl PluginTable {
                     .find(|h| Some(h.letter()) == letter);
                 in_discard = current.is_none();
                 if current.is_none() {
-                    lints.push(Lint::warning(
+                    lints.push(Lint::new(
                         lineno,
                         format!(
                             "unknown section {}: its plugins are ignored (sections are chosen by the lower-case letter after '[': c h m r d a b)",
                             String::from_utf8_lossy(&line)
                         ),
+                        LintKind::Ignored,
                     ));
                 }
                 continue;
             }
             let Some(hook) = current else {
                 if !in_discard {
-                    lints.push(Lint::warning(
+                    lints.push(Lint::new(
                         lineno,
                         "plugin line before any section is ignored".into(),
+                        LintKind::Ignored,
                     ));
                 }
                 continue;
@@ -606,7 +623,11 @@ mod tests {
             ("[rcpt]\n#spp: timeout=forever\nplugins/a\n", 2),
         ] {
             let (_, lints) = PluginTable::parse(text.as_bytes(), Path::new("/x"), PathBuf::new());
-            let fatal: Vec<usize> = lints.iter().filter(|l| l.fatal).map(|l| l.lineno).collect();
+            let fatal: Vec<usize> = lints
+                .iter()
+                .filter(|l| l.is_fatal())
+                .map(|l| l.lineno)
+                .collect();
             assert_eq!(fatal, vec![line], "{text:?}: {lints:?}");
         }
     }

@@ -4,9 +4,8 @@
 //! validated snapshot, and a graceful SIGTERM/SIGINT shutdown.
 
 use super::io_limits;
-use super::rules::Rules;
 use super::settings::{DaemonSettings, ServeArgs};
-use crate::config::{Config, ConfigError};
+use super::snapshot::Snapshot;
 use crate::session::env::SessionEnv;
 use crate::session::io::RunState;
 use crate::session::{Session, SessionControls};
@@ -41,65 +40,6 @@ const PER_CONNECTION: [&str; 8] = [
 /// Variables that, set in the daemon's own environment, apply to every
 /// client (as with tcpserver); worth a warning.
 const SESSION_POLICY: [&str; 4] = ["RELAYCLIENT", "NOSPP", "SPPCONFFILE", "DATABYTES"];
-
-/// Everything sessions read from files, replaced as a whole on SIGHUP.
-#[derive(Debug)]
-pub struct Snapshot {
-    /// Control files and plugins.
-    pub config: Arc<Config>,
-    /// Access rules (empty: every client allowed, no variables).
-    pub rules: Arc<Rules>,
-}
-
-impl Snapshot {
-    /// Loads and validates a snapshot. `strict` also refuses an unreadable
-    /// `smtpplugins` (used for reloads, so a broken file keeps the old one).
-    pub fn load(
-        home: &Path,
-        settings: &DaemonSettings,
-        strict: bool,
-    ) -> Result<Snapshot, Vec<String>> {
-        let mut errors = Vec::new();
-        let config = Config::load_with(home, &settings.tls_auth.certs)
-            .map_err(|e| errors.push(e.to_string()))
-            .ok();
-        if let Some(c) = &config {
-            if c.tls.is_none() && !settings.listen_tls.is_empty() {
-                errors.push(
-                    "listen-tls needs a certificate (control/servercert.pem or tls-cert)".into(),
-                );
-            }
-            if c.tls.is_none() && settings.tls_auth.require_tls {
-                errors.push(
-                    "require-tls needs a certificate (control/servercert.pem or tls-cert)".into(),
-                );
-            }
-        }
-        if !settings.listen_submission.is_empty() && settings.tls_auth.auth.is_none() {
-            errors.push(
-                "listen-submission needs an AUTH backend (checkpassword or dovecot-auth)".into(),
-            );
-        }
-        if let Some(Err(e)) = config.as_ref().map(|c| &c.default_plugins) {
-            if strict {
-                errors.push(e.to_string());
-            } else {
-                tracing::warn!("{e}: sessions without NOSPP or SPPCONFFILE will get 421");
-            }
-        }
-        let rules = settings
-            .load_rules()
-            .map_err(|errs| errors.extend(errs.iter().map(ConfigError::to_string)))
-            .ok();
-        match (config, rules) {
-            (Some(config), Some(rules)) if errors.is_empty() => Ok(Snapshot {
-                config: Arc::new(config),
-                rules: Arc::new(rules),
-            }),
-            _ => Err(errors),
-        }
-    }
-}
 
 /// State shared by the accept loops and sessions.
 struct Shared {
@@ -138,12 +78,18 @@ pub fn run(home: &Path, args: &ServeArgs) -> i32 {
             return EXIT_CONFIG;
         }
     };
-    let snapshot = match Snapshot::load(&home, &settings, false) {
-        Ok(s) => s,
+    let snapshot = match Snapshot::load(&home, &settings) {
+        Ok((snapshot, warnings)) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            snapshot
+        }
         Err(errors) => {
             for e in errors {
                 tracing::error!("{e}");
             }
+            tracing::error!("configuration refused: not starting");
             return EXIT_CONFIG;
         }
     };
@@ -188,6 +134,7 @@ pub fn run(home: &Path, args: &ServeArgs) -> i32 {
             group = settings.group.as_deref().unwrap_or("(primary)"),
             "privileges dropped"
         );
+        warn_unreadable_after_drop(&home, &settings, user);
     }
     // Spool files of a server that was killed are removed now; a session
     // would only do it before its first spool file.
@@ -207,6 +154,18 @@ pub fn run(home: &Path, args: &ServeArgs) -> i32 {
     code
 }
 
+/// The configuration was read before the switch to `user`; a reload reads
+/// it as `user`. Whatever the validator finds now (typically a key file
+/// only root may read) would refuse every reload: say so at start.
+fn warn_unreadable_after_drop(home: &Path, settings: &DaemonSettings, user: &str) {
+    let report = super::snapshot::validate(home, settings, None);
+    for e in report.only(crate::config::check::Severity::Error) {
+        tracing::warn!(
+            "as user {user}, {e}: SIGHUP will refuse to reload until this is fixed (make the file readable by {user})"
+        );
+    }
+}
+
 /// What a listener's clients start with and must do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -214,8 +173,10 @@ enum Kind {
     Plain,
     /// A PROXY header from a trusted proxy, then SMTP.
     Proxy,
-    /// A TLS handshake, then SMTP (port 465 style).
+    /// A TLS handshake, then SMTP with AUTH required (port 465, RFC 8314).
     Tls,
+    /// A TLS handshake, then SMTP without the AUTH requirement (MX over TLS).
+    TlsMx,
     /// Submission: AUTH required before MAIL.
     Submission,
 }
@@ -251,6 +212,7 @@ fn open_listeners(settings: &DaemonSettings) -> Result<Vec<Listener>, String> {
         (plain, Kind::Plain),
         (&settings.listen_proxy[..], Kind::Proxy),
         (&settings.listen_tls[..], Kind::Tls),
+        (&settings.listen_tls_mx[..], Kind::TlsMx),
         (&settings.listen_submission[..], Kind::Submission),
     ] {
         for addr in addrs {
@@ -368,6 +330,8 @@ async fn serve(
         }
     };
     notify("READY=1");
+    // From here on SIGHUP reloads (before, it would end the process).
+    tracing::info!("ready");
     wait_for_stop(signals, &home, &shared.settings, &snap_tx).await;
     notify("STOPPING=1");
     tracing::info!(
@@ -441,10 +405,14 @@ fn notify(state: &str) {
     }
 }
 
-/// Loads a new snapshot; keeps the old one if anything is wrong.
+/// Loads a new snapshot; keeps the old one if the validator finds any
+/// error, and logs every one of them.
 fn reload(home: &Path, settings: &DaemonSettings, snapshots: &watch::Sender<Arc<Snapshot>>) {
-    match Snapshot::load(home, settings, true) {
-        Ok(s) => {
+    match Snapshot::load(home, settings) {
+        Ok((s, warnings)) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
             snapshots.send_replace(Arc::new(s));
             tracing::info!("reloaded configuration");
         }
@@ -670,10 +638,10 @@ async fn connection(
         shutdown: Some(shared.state.clone()),
         lifetime: Some(shared.settings.session_lifetime),
         greeting_delay: shared.settings.greeting_delay,
-        implicit_tls: kind == Kind::Tls,
+        implicit_tls: matches!(kind, Kind::Tls | Kind::TlsMx),
         require_tls: shared.settings.tls_auth.require_tls,
         auth: shared.auth.clone(),
-        require_auth: kind == Kind::Submission,
+        require_auth: matches!(kind, Kind::Submission | Kind::Tls),
     };
     let code = Session::new(Box::new(stream), snapshot.config.clone(), env, id.clone())
         .with_controls(controls)

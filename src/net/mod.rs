@@ -1,6 +1,6 @@
 //! Transports: [`stdio`] (one session on stdin/stdout, under tcpserver or
 //! inetd) and [`daemon`] (the `serve` listener), with what the daemon needs
-//! around them: [`settings`], access [`rules`], the [`proxy`] protocol,
+//! around them: [`settings`], the validated configuration [`snapshot`], access [`rules`], the [`proxy`] protocol,
 //! [`systemd`] activation, [`privileges`] dropping, [`io_limits`],
 //! [`localip`] for `[ip]` literals, and the [`metrics_http`] endpoint.
 
@@ -13,5 +13,6 @@ pub mod privileges;
 pub mod proxy;
 pub mod rules;
 pub mod settings;
+pub mod snapshot;
 pub mod stdio;
 pub mod systemd;

@@ -271,9 +271,14 @@ pub struct ServeArgs {
     /// With --user: this group instead of the user's primary group.
     #[arg(long)]
     pub group: Option<String>,
-    /// Address for implicit TLS (port 465 style; repeatable).
+    /// Address for implicit TLS (port 465, RFC 8314 submission): AUTH
+    /// required before MAIL (repeatable).
     #[arg(long = "listen-tls", value_parser = parse_socket_addr)]
     pub listen_tls: Vec<SocketAddr>,
+    /// Address for implicit TLS without the AUTH requirement: mail
+    /// exchange over TLS from the first byte (repeatable).
+    #[arg(long = "listen-tls-mx", value_parser = parse_socket_addr)]
+    pub listen_tls_mx: Vec<SocketAddr>,
     /// Address for submission: AUTH required before MAIL (repeatable).
     #[arg(long = "listen-submission", value_parser = parse_socket_addr)]
     pub listen_submission: Vec<SocketAddr>,
@@ -325,8 +330,10 @@ pub struct DaemonSettings {
     pub user: Option<String>,
     /// Group to switch to after binding.
     pub group: Option<String>,
-    /// Implicit-TLS listeners.
+    /// Implicit-TLS submission listeners (AUTH required).
     pub listen_tls: Vec<SocketAddr>,
+    /// Implicit-TLS listeners where AUTH is not required (MX over TLS).
+    pub listen_tls_mx: Vec<SocketAddr>,
     /// Submission listeners (AUTH required).
     pub listen_submission: Vec<SocketAddr>,
     /// TLS and AUTH.
@@ -367,6 +374,7 @@ const KEYS: &[&str] = &[
     "user",
     "group",
     "listen-tls",
+    "listen-tls-mx",
     "listen-submission",
     "tls-cert",
     "tls-key",
@@ -455,6 +463,7 @@ impl DaemonSettings {
                 .collect()
         };
         let listen_tls = addr_list(&args.listen_tls, "listen-tls", &mut errors);
+        let listen_tls_mx = addr_list(&args.listen_tls_mx, "listen-tls-mx", &mut errors);
         let listen_submission =
             addr_list(&args.listen_submission, "listen-submission", &mut errors);
         let tls_auth = TlsAuthSettings::resolve(&args.tls_auth, &ini, true, &mut errors);
@@ -639,37 +648,10 @@ impl DaemonSettings {
             user,
             group,
             listen_tls,
+            listen_tls_mx,
             listen_submission,
             tls_auth,
         })
-    }
-}
-
-/// Problems in the daemon's settings file and rules file, for `check`.
-pub fn check(home: &Path) -> Vec<ConfigError> {
-    match DaemonSettings::resolve(home, &ServeArgs::default()) {
-        Err(errors) => errors,
-        Ok(settings) => {
-            let mut problems = settings.load_rules().err().unwrap_or_default();
-            if let Err(e) = crate::tls::load(home, &settings.tls_auth.certs) {
-                problems.push(e);
-            }
-            if let Some(crate::auth::AuthConfig {
-                backend: crate::auth::Backend::Checkpassword(argv),
-                ..
-            }) = &settings.tls_auth.auth
-            {
-                let program = home.join(&argv[0]);
-                if !program.is_file() {
-                    problems.push(ConfigError::at(
-                        &program,
-                        None,
-                        "checkpassword program not found",
-                    ));
-                }
-            }
-            problems
-        }
     }
 }
 

@@ -186,7 +186,7 @@ fn one_plugin(
     let options = options.map(|o| format!("#spp: {o}\n")).unwrap_or_default();
     let text = format!("[{}]\n{options}{line}\n", hook.name());
     let (table, lints) = PluginTable::parse(text.as_bytes(), home, PathBuf::from("--plugin"));
-    match lints.into_iter().find(|l| l.fatal) {
+    match lints.into_iter().find(|l| l.is_fatal()) {
         Some(l) => Err(format!("--options: {}", l.message)),
         None => Ok(table),
     }

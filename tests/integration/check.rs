@@ -55,27 +55,29 @@ fn every_problem_is_reported_with_file_and_line() {
     assert_eq!(out.code, 1);
     let c = home.dir().join("control");
     let c = c.display();
+    // Sorted by file, then line; CR line ends are warnings.
     let expected = [
-        format!("{c}/me:1: ends with CR"),
         format!("{c}/databytes:1: does not start with a number"),
-        format!("{c}/rcpthosts:2: ends with CR"),
-        format!("{c}/morercpthosts: is not consulted"),
+        format!("{c}/me:1: warning: ends with CR"),
+        format!("{c}/morercpthosts: warning: is not consulted"),
         format!("{c}/queue:1: unknown queue type \"mbox\""),
+        format!("{c}/rcpthosts:2: warning: ends with CR"),
         format!("{c}/smtpplugins:1: plugin line before any section"),
-        format!("{c}/smtpplugins:5: unknown section [HELO]"),
         format!(
             "{c}/smtpplugins:4: plugin {}/plugins/missing cannot be used",
             home.dir().display()
         ),
+        format!("{c}/smtpplugins:5: unknown section [HELO]"),
         format!(
             "{c}/smtpplugins:8: plugin {}/plugins/noexec is not executable",
             home.dir().display()
         ),
     ];
-    for e in &expected {
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    for (i, e) in expected.iter().enumerate() {
         assert!(
-            out.stdout.lines().any(|l| l.starts_with(e.as_str())),
-            "missing {e:?} in:\n{}",
+            lines.get(i).is_some_and(|l| l.starts_with(e.as_str())),
+            "line {i}: expected {e:?} in:\n{}",
             out.stdout
         );
     }

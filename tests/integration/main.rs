@@ -25,4 +25,6 @@ mod session_rules;
 mod smtputf8;
 mod startup_errors;
 mod tls_auth;
+mod tls_ports;
 mod try_command;
+mod validation;

@@ -148,7 +148,7 @@ for step in sys.argv[3:]:
             line()
 "#;
 
-fn raw(port: u16, mode: &str, steps: &[&str]) -> Vec<String> {
+pub(crate) fn raw(port: u16, mode: &str, steps: &[&str]) -> Vec<String> {
     let mut args = vec![port.to_string(), mode.to_string()];
     args.extend(steps.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -493,7 +493,7 @@ print(out.strip())
 "#;
 
 /// Waits (bounded) until the server's log contains `needle`.
-fn wait_for_log(home: &TestHome, needle: &str) {
+pub(crate) fn wait_for_log(home: &TestHome, needle: &str) {
     for _ in 0..400 {
         if std::fs::read_to_string(home.dir().join("daemon.log"))
             .unwrap_or_default()
@@ -506,7 +506,7 @@ fn wait_for_log(home: &TestHome, needle: &str) {
     panic!("{needle:?} never logged");
 }
 
-fn peer_cn(port: u16, sni: &str) -> String {
+pub(crate) fn peer_cn(port: u16, sni: &str) -> String {
     let out = process::python(PEER_CN, &[&port.to_string(), sni]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     out.stdout.trim().to_string()

@@ -113,6 +113,14 @@ pub fn stdio(home: &TestHome, env: &[(&str, &str)], input: &[u8]) -> Finished {
     run_with_input(cmd, input, Duration::from_secs(60))
 }
 
+/// `spp-smtpd --home HOME ARGS...` with nothing on stdin, for commands that
+/// finish (`check`, a `serve` that must refuse to start); bounded to 30 s.
+pub fn run_spp(home: &TestHome, args: &[&str]) -> Finished {
+    let mut cmd = Command::new(bin());
+    cmd.arg("--home").arg(home.dir()).args(args);
+    run_with_input(cmd, b"", Duration::from_secs(30))
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released, so another process
 /// may take it before it is used: the daemon gets its socket passed
 /// instead, see [`Server::daemon_with`]; tcpserver cannot take one).
