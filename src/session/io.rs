@@ -1,7 +1,10 @@
 //! The client connection as the session sees it: an input buffer that
 //! yields command lines (bounded) and raw bytes for DATA, and an output
 //! buffer that is flushed before every read, so a pipelined batch gets all
-//! its replies in order, in as few writes as possible.
+//! its replies in order, in as few writes as possible. Replies queue up to
+//! [`MAX_OUT`] bytes; beyond that they are written before the next command
+//! is read, so a client that sends without reading stalls its own session
+//! instead of growing the server's buffer.
 
 use crate::protocol::enhanced::{self, ReplyContext};
 use std::time::Duration;
@@ -19,6 +22,9 @@ const INBUF: usize = MAX_LINE + 2048;
 const IDLE_INBUF: usize = 512;
 /// Input buffer while a message body is read (`bulk`).
 const BULK_INBUF: usize = 32 * 1024;
+/// Queued output beyond which replies are written before the next command
+/// line is taken from the input (backpressure on a pipelining client).
+pub const MAX_OUT: usize = 64 * 1024;
 
 /// Why the connection cannot be used any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,6 +268,9 @@ impl SmtpIo {
 
     /// Reads one command line. A bare LF ends a line too.
     pub async fn read_line(&mut self) -> Result<Line, IoEnd> {
+        if self.out.len() >= MAX_OUT {
+            self.flush().await?;
+        }
         let mut too_long = false;
         loop {
             let buf = &self.inbuf[self.start..self.end];
@@ -349,6 +358,37 @@ mod tests {
             );
             assert_eq!(lines(b"NOOP", chunk).await, vec![], "no line without LF");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queued_replies_stay_bounded_when_the_client_never_reads() {
+        // 1,000 pipelined commands with long replies, and a client that
+        // never reads: the session must stall on its output (and time out)
+        // rather than queue every reply.
+        let input = b"EHLO\r\n".repeat(1000);
+        let (_peer, blocked) = tokio::io::duplex(1);
+        let stream = tokio::io::join(Trickle::new(&input, 100_000), blocked);
+        let mut io = SmtpIo::new(Box::new(stream), Duration::from_secs(5));
+        // As after a message body: the input buffer is large, so one read
+        // takes the whole batch.
+        io.bulk = true;
+        io.fill().await.unwrap();
+        io.bulk = false;
+        let reply = "250-".to_string() + &"x".repeat(296);
+        let (mut most, mut answered) = (0, 0);
+        let end = loop {
+            match io.read_line().await {
+                Ok(_) => {
+                    io.reply(&reply);
+                    answered += 1;
+                    most = most.max(io.out.len());
+                }
+                Err(end) => break end,
+            }
+        };
+        assert_eq!(end, IoEnd::WriteTimeout);
+        assert!(most <= MAX_OUT + 302, "{most} bytes queued");
+        assert!(answered < 1000, "all {answered} commands were answered");
     }
 
     #[tokio::test]

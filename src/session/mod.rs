@@ -57,6 +57,9 @@ pub struct Transaction {
     pub sender: Vec<u8>,
     /// Accepted recipients, with any RELAYCLIENT suffix.
     pub recipients: Vec<Vec<u8>>,
+    /// The bytes of `recipients` (their addresses added up), held to
+    /// 1 MiB (`MAX_RECIPIENT_BYTES` in `rcpt.rs`) so one session's envelope stays small.
+    pub recipient_bytes: usize,
     /// The client declared `BODY=8BITMIME` (passed on downstream).
     pub eight_bit: bool,
     /// The client's `SIZE=` (passed on downstream at RCPT time).

@@ -10,6 +10,10 @@ use crate::queue::forward::{MailParams, RcptError};
 
 /// Most recipients of one message (RFC 5321 asks for at least 100).
 pub const MAX_RECIPIENTS: usize = 10_000;
+/// Most bytes of recipient addresses in one transaction (their lengths
+/// added up): 10,000 long addresses would otherwise hold megabytes per
+/// session. Beyond it RCPT gets the same `452` as beyond the count.
+pub const MAX_RECIPIENT_BYTES: usize = 1 << 20;
 
 impl Session {
     /// RCPT TO:<address>
@@ -31,11 +35,10 @@ impl Session {
             self.io.reply(text::RCPT_NOT_UTF8);
             return Flow::Continue;
         }
-        if self
-            .tx
-            .as_ref()
-            .is_some_and(|tx| tx.recipients.len() >= MAX_RECIPIENTS)
-        {
+        if self.tx.as_ref().is_some_and(|tx| {
+            tx.recipients.len() >= MAX_RECIPIENTS
+                || tx.recipient_bytes + addr.len() > MAX_RECIPIENT_BYTES
+        }) {
             self.io.reply(text::TOO_MANY_RCPTS);
             return Flow::Continue;
         }
@@ -89,6 +92,7 @@ impl Session {
             return Flow::Continue;
         }
         if let Some(tx) = &mut self.tx {
+            tx.recipient_bytes += addr.len();
             tx.recipients.push(addr);
         }
         self.spp.rcpt_count += 1;

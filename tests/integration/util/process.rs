@@ -182,6 +182,11 @@ impl Server {
         Server::spawn_logging(cmd, env, port, Stdio::from(log))
     }
 
+    /// The server's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal to the server (by its PID).
     pub fn signal(&self, sig: i32) {
         // SAFETY: signals only the child we started, by its PID.
@@ -259,6 +264,16 @@ pub fn process_alive(pid: u32) -> bool {
         }
         Err(_) => false,
     }
+}
+
+/// The resident memory of a process in KiB (`VmRSS`), 0 if unknown.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Whether a process with this PID exists at all (zombies included).
