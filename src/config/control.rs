@@ -124,11 +124,20 @@ pub struct RcptHosts {
     pub more_path: PathBuf,
 }
 
+/// Most labels of a domain looked up in rcpthosts. A DNS name (at most
+/// 255 octets) has at most 127; a deeper one cannot be a domain we serve,
+/// and each label would cost a lookup.
+pub const MAX_LABELS: usize = 127;
+
 impl RcptHosts {
     /// Whether mail for `host` (already lower-cased) is accepted: the whole
-    /// host or any suffix starting at a `.` is listed. A cdb read error is
-    /// an error (the session answers 421), never a silent "no".
+    /// host or any suffix starting at a `.` is listed. A host of more than
+    /// [`MAX_LABELS`] labels is not. A cdb read error is an error (the
+    /// session answers 421), never a silent "no".
     pub fn allows(&self, host: &[u8]) -> io::Result<bool> {
+        if host.iter().filter(|&&b| b == b'.').count() >= MAX_LABELS {
+            return Ok(false);
+        }
         for j in (0..host.len().max(1)).filter(|&j| j == 0 || host[j] == b'.') {
             let key = &host[j..];
             if self.hosts.contains(key) {
@@ -299,6 +308,12 @@ impl Control {
         })
     }
 
+    /// Whether [`Control::rcpt_allowed`] reads a file (the cdb), and so
+    /// belongs off the async threads.
+    pub fn rcpt_lookup_reads_files(&self) -> bool {
+        self.rcpthosts.as_ref().is_some_and(|r| r.more.is_some())
+    }
+
     /// Whether rcpthosts allows `addr` (no `@`, or no rcpthosts file: yes).
     /// With `idna` (an SMTPUTF8 transaction) the domain's other IDNA forms
     /// (A-label, U-label) are looked up too, each with the suffix rule.
@@ -431,5 +446,11 @@ mod tests {
         assert!(allows(b"x.a.sub.ref.test"));
         assert!(!allows(b"sub.ref.test"));
         assert!(!allows(b""));
+        // A name deeper than DNS allows is refused without a lookup per
+        // label.
+        let deep = |labels: usize| "a.".repeat(labels - 4) + "x.sub.ref.test";
+        assert!(allows(deep(MAX_LABELS).as_bytes()));
+        assert!(!allows(deep(MAX_LABELS + 1).as_bytes()));
+        assert!(!allows(deep(2000).as_bytes()));
     }
 }

@@ -413,8 +413,13 @@ async fn wait_for_stop(
             _ = signals.int.recv() => return,
             _ = signals.hup.recv() => {
                 notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", super::systemd::monotonic_usec()));
-                reload(home, settings, snapshots);
-                notify("READY=1");
+                // A reload stuck on a file (a hung mount) must not keep
+                // the daemon from stopping.
+                tokio::select! {
+                    () = reload(home, settings, snapshots) => notify("READY=1"),
+                    _ = signals.term.recv() => return,
+                    _ = signals.int.recv() => return,
+                }
             }
         }
     }
@@ -427,9 +432,14 @@ fn notify(state: &str) {
     }
 }
 
-/// Loads a new snapshot; keeps the old one if anything is wrong.
-fn reload(home: &Path, settings: &DaemonSettings, snapshots: &watch::Sender<Arc<Snapshot>>) {
-    match Snapshot::load(home, settings, true) {
+/// Loads a new snapshot (reading files on the blocking pool, not on the
+/// runtime); keeps the old one if anything is wrong.
+async fn reload(home: &Path, settings: &DaemonSettings, snapshots: &watch::Sender<Arc<Snapshot>>) {
+    let (home, settings) = (home.to_path_buf(), settings.clone());
+    let loaded = tokio::task::spawn_blocking(move || Snapshot::load(&home, &settings, true))
+        .await
+        .unwrap_or_else(|e| Err(vec![format!("reload failed: {e}")]));
+    match loaded {
         Ok(s) => {
             snapshots.send_replace(Arc::new(s));
             tracing::info!("reloaded configuration");

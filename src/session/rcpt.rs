@@ -48,7 +48,7 @@ impl Session {
         }
         let allowed = match self.client.relay_client.is_some() {
             true => true,
-            false => match self.cfg.control.rcpt_allowed(&addr, smtputf8) {
+            false => match self.rcpthosts_allow(&addr, smtputf8).await {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::error!(session = %self.id, error = %e, "rcpthosts lookup failed");
@@ -102,6 +102,18 @@ impl Session {
 }
 
 impl Session {
+    /// Looks `addr` up in rcpthosts: in memory on the spot; when the
+    /// lookup reads `morercpthosts.cdb`, through [`crate::blocking`], so a
+    /// slow disk stalls this session only.
+    async fn rcpthosts_allow(&mut self, addr: &[u8], smtputf8: bool) -> std::io::Result<bool> {
+        if !self.cfg.control.rcpt_lookup_reads_files() {
+            return self.cfg.control.rcpt_allowed(addr, smtputf8);
+        }
+        let (cfg, addr) = (self.cfg.clone(), addr.to_vec());
+        let lookup = crate::blocking::run(move || cfg.control.rcpt_allowed(&addr, smtputf8));
+        Box::pin(lookup).await?
+    }
+
     /// With `verify-rcpt=yes`: passes the recipient to the downstream,
     /// opening its transaction at the first RCPT. Returns the reply to send
     /// instead of `250` when the downstream did not accept it.
