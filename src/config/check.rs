@@ -45,7 +45,13 @@ pub fn check(home: &Path, sppconffile: Option<&Path>) -> Vec<ConfigError> {
             check_single(&c.join(name), &b, &mut problems);
         }
     }
-    for name in ["timeoutsmtpd", "databytes", "plugintimeout"] {
+    for name in [
+        "timeoutsmtpd",
+        "databytes",
+        "plugintimeout",
+        "mindatarate",
+        "mindatarategrace",
+    ] {
         if let Some(b) = read(name, &mut problems) {
             check_single(&c.join(name), &b, &mut problems);
             if leading_number(&b).is_none() {

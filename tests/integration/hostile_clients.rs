@@ -1,14 +1,14 @@
 //! Clients that try to make the daemon hold memory or connections: huge
 //! pipelined envelopes, clients that send without ever reading, and
-//! clients that dribble a byte at a time. Each drives the real daemon over
+//! clients that dribble a byte a second. Each drives the real daemon over
 //! loopback sockets and looks at what the daemon answers and how much
 //! memory it holds (`VmRSS`).
 
 use crate::util::process::{rss_kib, Server};
 use crate::util::TestHome;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A connection with bounded reads and writes.
 fn connect(port: u16) -> TcpStream {
@@ -142,4 +142,156 @@ fn a_client_that_never_reads_stalls_its_session_not_the_daemons_memory() {
     );
     drop(streams);
     assert_eq!(server.terminate(), 0);
+}
+
+/// A client that dribbles one byte a second.
+struct Dribbler {
+    stream: TcpStream,
+    /// What it sends, a byte a tick (never all of it).
+    text: &'static [u8],
+    sent: usize,
+    /// What the daemon sent after the setup.
+    got: Vec<u8>,
+    /// How long after its first dribbled byte the daemon closed it.
+    closed: Option<Duration>,
+    started: Instant,
+}
+
+impl Dribbler {
+    /// Connects from `source`, reads the greeting, sends `setup` and
+    /// reads until `until`, then sends its first byte.
+    fn start(
+        rt: &tokio::runtime::Runtime,
+        source: &str,
+        port: u16,
+        setup: &[u8],
+        until: &str,
+        text: &'static [u8],
+    ) -> Dribbler {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        let stream = rt
+            .block_on(socket.connect(format!("127.0.0.1:{port}").parse().unwrap()))
+            .expect("connect")
+            .into_std()
+            .unwrap();
+        stream.set_nonblocking(false).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut r = BufReader::new(stream.try_clone().unwrap());
+        assert!(final_reply(&mut r).starts_with("220 "));
+        (&stream).write_all(setup).unwrap();
+        if !until.is_empty() {
+            while !final_reply(&mut r).starts_with(until) {}
+        }
+        stream.set_nonblocking(true).unwrap();
+        let mut d = Dribbler {
+            stream,
+            text,
+            sent: 0,
+            got: Vec::new(),
+            closed: None,
+            started: Instant::now(),
+        };
+        d.dribble();
+        d
+    }
+
+    /// Sends its next byte (the daemon may have closed: errors are fine).
+    fn dribble(&mut self) {
+        if self.closed.is_none() && self.sent < self.text.len() {
+            let _ = (&self.stream).write(&self.text[self.sent..=self.sent]);
+            self.sent += 1;
+        }
+    }
+
+    /// Takes what arrived; notes when the daemon closed.
+    fn poll(&mut self) {
+        let mut buf = [0u8; 512];
+        while self.closed.is_none() {
+            match (&self.stream).read(&mut buf) {
+                Ok(0) => self.closed = Some(self.started.elapsed()),
+                Ok(n) => self.got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => self.closed = Some(self.started.elapsed()),
+            }
+        }
+    }
+}
+
+#[test]
+fn clients_dribbling_a_byte_a_second_are_closed_while_a_real_client_gets_through() {
+    const PER_ADDRESS: usize = 50;
+    let home = TestHome::new();
+    home.control("timeoutsmtpd", "2\n");
+    home.control("mindatarategrace", "2\n");
+    let server = Server::daemon_with(
+        &home,
+        &[],
+        &["--max-per-ip", "100", "--max-connections", "1000"],
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    // From 127.0.0.2-9: half dribble a command line, half a message body.
+    let mut slow = Vec::new();
+    for i in 0..8 * PER_ADDRESS {
+        let source = format!("127.0.0.{}", 2 + i % 8);
+        let d = if i % 2 == 0 {
+            Dribbler::start(&rt, &source, server.port, b"", "", b"HELO slow.example.org")
+        } else {
+            let setup = b"HELO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@ref.test>\r\nDATA\r\n";
+            Dribbler::start(
+                &rt,
+                &source,
+                server.port,
+                setup,
+                "354 ",
+                b"Subject: slow\r\n\r\n",
+            )
+        };
+        slow.push(d);
+    }
+    // A real client meanwhile.
+    let port = server.port.to_string();
+    let real = std::thread::spawn(move || {
+        crate::util::process::python(
+            "import smtplib, sys\n\
+             s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)\n\
+             s.sendmail('a@example.org', ['real@ref.test'], 'Subject: real\\r\\n\\r\\nreal client\\r\\n')\n\
+             s.quit()\n\
+             print('sent')\n",
+            &[&port],
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut tick = Instant::now();
+    while slow.iter().any(|d| d.closed.is_none()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let due = tick.elapsed() >= Duration::from_secs(1);
+        if due {
+            tick = Instant::now();
+        }
+        for d in &mut slow {
+            // What the daemon sent is read before the next byte goes out.
+            d.poll();
+            if due {
+                d.dribble();
+            }
+        }
+    }
+    let real = real.join().unwrap();
+    assert_eq!(real.stdout.trim(), "sent", "{real:?}");
+    let messages = home.maildir();
+    assert_eq!(messages.len(), 1);
+    assert!(String::from_utf8_lossy(&messages[0]).contains("real client"));
+    let open = slow.iter().filter(|d| d.closed.is_none()).count();
+    assert_eq!(open, 0, "{open} slow clients still connected after 15 s");
+    for d in &slow {
+        assert_eq!(String::from_utf8_lossy(&d.got), "451 timeout (#4.4.2)\r\n");
+        let took = d.closed.unwrap();
+        assert!(took < Duration::from_secs(8), "closed after {took:?}");
+    }
 }
