@@ -136,7 +136,13 @@ pub fn control_files(home: &Path, plugins: Option<&Path>, report: &mut Report) {
             check_single(&c.join(name), &b, report);
         }
     }
-    for name in ["timeoutsmtpd", "databytes", "plugintimeout"] {
+    for name in [
+        "timeoutsmtpd",
+        "databytes",
+        "plugintimeout",
+        "mindatarate",
+        "mindatarategrace",
+    ] {
         if let Some(b) = read(name, report) {
             check_single(&c.join(name), &b, report);
             if leading_number(&b).is_none() {

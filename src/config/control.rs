@@ -10,11 +10,17 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Default `timeoutsmtpd`, seconds.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 1200;
 /// Default per-plugin deadline, seconds (`control/plugintimeout`).
 pub const DEFAULT_PLUGIN_TIMEOUT_SECS: u64 = 30;
+/// Default `control/mindatarate`: bytes a second a message body must
+/// average once its grace period is over.
+pub const DEFAULT_MIN_DATA_RATE: u64 = 1024;
+/// Default `control/mindatarategrace`, seconds.
+pub const DEFAULT_DATA_RATE_GRACE_SECS: u64 = 30;
 /// Largest timeout honoured (one year); larger values are clamped.
 pub const MAX_TIMEOUT_SECS: u64 = 365 * 86_400;
 
@@ -131,6 +137,29 @@ pub const EXTENSION_FILES: [(&str, bool); 3] = [
     ("enhancedstatuscodes", false),
 ];
 
+/// The slowest a message body may arrive: after `grace`, the bytes received
+/// since the body started must keep up with `bytes_per_sec`. It bounds how
+/// long a client dribbling a byte now and then holds its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataRate {
+    /// The floor, bytes a second on average; 0 switches the check off.
+    pub bytes_per_sec: u64,
+    /// How long a body may arrive at any pace before the floor applies.
+    pub grace: Duration,
+}
+
+impl DataRate {
+    /// By when more than `received` bytes of a body that started at
+    /// `start` must have arrived; `None` without a floor.
+    pub fn deadline(&self, start: Instant, received: u64) -> Option<Instant> {
+        if self.bytes_per_sec == 0 {
+            return None;
+        }
+        let millis = received.saturating_mul(1000) / self.bytes_per_sec;
+        start.checked_add(self.grace + Duration::from_millis(millis))
+    }
+}
+
 /// The domains we accept mail for.
 #[derive(Debug)]
 pub struct RcptHosts {
@@ -142,11 +171,20 @@ pub struct RcptHosts {
     pub more_path: PathBuf,
 }
 
+/// Most labels of a domain looked up in rcpthosts. A DNS name (at most
+/// 255 octets) has at most 127; a deeper one cannot be a domain we serve,
+/// and each label would cost a lookup.
+pub const MAX_LABELS: usize = 127;
+
 impl RcptHosts {
     /// Whether mail for `host` (already lower-cased) is accepted: the whole
-    /// host or any suffix starting at a `.` is listed. A cdb read error is
-    /// an error (the session answers 421), never a silent "no".
+    /// host or any suffix starting at a `.` is listed. A host of more than
+    /// [`MAX_LABELS`] labels is not. A cdb read error is an error (the
+    /// session answers 421), never a silent "no".
     pub fn allows(&self, host: &[u8]) -> io::Result<bool> {
+        if host.iter().filter(|&&b| b == b'.').count() >= MAX_LABELS {
+            return Ok(false);
+        }
         for j in (0..host.len().max(1)).filter(|&j| j == 0 || host[j] == b'.') {
             let key = &host[j..];
             if self.hosts.contains(key) {
@@ -173,8 +211,12 @@ pub struct Control {
     pub greeting: Vec<u8>,
     /// `control/localiphost`, else `me`; replaces local `[ip]` literals.
     pub localiphost: Option<Vec<u8>>,
-    /// `control/timeoutsmtpd`: each read/write on the client connection.
+    /// `control/timeoutsmtpd`: each read/write on the client connection,
+    /// and the time a command line may take from its first byte.
     pub timeout: Duration,
+    /// `control/mindatarate` and `control/mindatarategrace`: how fast a
+    /// message body (DATA, or one BDAT chunk) must arrive.
+    pub data_rate: DataRate,
     /// `control/rcpthosts` (+ cdb); `None`: every recipient allowed.
     pub rcpthosts: Option<RcptHosts>,
     /// `control/badmailfrom`, lower-cased entries.
@@ -257,6 +299,12 @@ impl Control {
             })
             .unwrap_or_default();
         let databytes = number("databytes", 0)?;
+        let data_rate = DataRate {
+            bytes_per_sec: number("mindatarate", DEFAULT_MIN_DATA_RATE)?,
+            grace: Duration::from_secs(
+                number("mindatarategrace", DEFAULT_DATA_RATE_GRACE_SECS)?.min(MAX_TIMEOUT_SECS),
+            ),
+        };
         let plugin_timeout = Duration::from_secs(
             number("plugintimeout", DEFAULT_PLUGIN_TIMEOUT_SECS)?.clamp(1, MAX_TIMEOUT_SECS),
         );
@@ -293,6 +341,7 @@ impl Control {
             greeting,
             localiphost,
             timeout,
+            data_rate,
             rcpthosts,
             badmailfrom,
             databytes,
@@ -325,6 +374,12 @@ impl Control {
                     .badmailfrom
                     .contains(&[&lower[..at], at_domain.as_slice()].concat())
         })
+    }
+
+    /// Whether [`Control::rcpt_allowed`] reads a file (the cdb), and so
+    /// belongs off the async threads.
+    pub fn rcpt_lookup_reads_files(&self) -> bool {
+        self.rcpthosts.as_ref().is_some_and(|r| r.more.is_some())
     }
 
     /// Whether rcpthosts allows `addr` (no `@`, or no rcpthosts file: yes).
@@ -405,6 +460,10 @@ mod tests {
             greeting: b"mx.test".to_vec(),
             localiphost: None,
             timeout: Duration::from_secs(1),
+            data_rate: DataRate {
+                bytes_per_sec: 0,
+                grace: Duration::ZERO,
+            },
             rcpthosts: Some(hosts(rcpthosts)),
             badmailfrom: badmailfrom.iter().map(|e| e.as_bytes().to_vec()).collect(),
             databytes: 0,
@@ -450,6 +509,24 @@ mod tests {
     }
 
     #[test]
+    fn the_data_rate_deadline_grows_with_what_arrived() {
+        let start = Instant::now();
+        let rate = DataRate {
+            bytes_per_sec: 1000,
+            grace: Duration::from_secs(30),
+        };
+        let after = |ms| Some(start + Duration::from_millis(ms));
+        assert_eq!(rate.deadline(start, 0), after(30_000));
+        assert_eq!(rate.deadline(start, 1), after(30_001));
+        assert_eq!(rate.deadline(start, 60_000), after(90_000));
+        let off = DataRate {
+            bytes_per_sec: 0,
+            ..rate
+        };
+        assert_eq!(off.deadline(start, 0), None);
+    }
+
+    #[test]
     fn rcpthosts_suffix_rule() {
         let rh = hosts(&["ref.test", ".sub.ref.test"]);
         let allows = |h: &[u8]| rh.allows(h).unwrap();
@@ -459,5 +536,11 @@ mod tests {
         assert!(allows(b"x.a.sub.ref.test"));
         assert!(!allows(b"sub.ref.test"));
         assert!(!allows(b""));
+        // A name deeper than DNS allows is refused without a lookup per
+        // label.
+        let deep = |labels: usize| "a.".repeat(labels - 4) + "x.sub.ref.test";
+        assert!(allows(deep(MAX_LABELS).as_bytes()));
+        assert!(!allows(deep(MAX_LABELS + 1).as_bytes()));
+        assert!(!allows(deep(2000).as_bytes()));
     }
 }

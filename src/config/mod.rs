@@ -9,6 +9,7 @@ pub mod control;
 pub mod file;
 pub mod plugins;
 pub mod queue;
+pub mod table_cache;
 
 use crate::net::localip::LazyLocalIps;
 use control::Control;
@@ -17,6 +18,7 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use table_cache::TableCache;
 
 /// A configuration problem, with the file (and line, when known) at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +115,9 @@ pub struct Config {
     pub local_ips: LazyLocalIps,
     /// TLS configuration, when certificates are configured.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Tables of the files named by `SPPCONFFILE`, parsed once per version
+    /// of the file, so their persistent plugins serve many sessions.
+    pub sppconf_tables: TableCache,
 }
 
 impl Config {
@@ -135,11 +140,20 @@ impl Config {
             default_plugins,
             local_ips,
             tls,
+            sppconf_tables: TableCache::default(),
         })
     }
 
+    /// Whether [`Config::plugins_for`] reads a file with these variables
+    /// (a non-empty `SPPCONFFILE` without `NOSPP`), and so belongs off the
+    /// async threads.
+    pub fn plugins_read_file(nospp: bool, sppconffile: Option<&[u8]>) -> bool {
+        !nospp && sppconffile.is_some_and(|f| !f.is_empty())
+    }
+
     /// The plugin table for a session: `None` when `NOSPP` is set, the file
-    /// named by a non-empty `SPPCONFFILE`, else `control/smtpplugins`.
+    /// named by a non-empty `SPPCONFFILE` (parsed again only when it
+    /// changed), else `control/smtpplugins`.
     pub fn plugins_for(
         &self,
         nospp: bool,
@@ -151,7 +165,7 @@ impl Config {
         match sppconffile {
             Some(f) if !f.is_empty() => {
                 let p = self.home.join(std::ffi::OsStr::from_bytes(f));
-                load_plugin_table(&self.home, &p).map(|t| Some(Arc::new(t)))
+                self.sppconf_tables.get(&self.home, &p).map(Some)
             }
             _ => self.default_plugins.clone().map(Some),
         }

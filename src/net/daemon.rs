@@ -391,8 +391,13 @@ async fn wait_for_stop(
             _ = signals.int.recv() => return,
             _ = signals.hup.recv() => {
                 notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", super::systemd::monotonic_usec()));
-                reload(home, settings, snapshots);
-                notify("READY=1");
+                // A reload stuck on a file (a hung mount) must not keep
+                // the daemon from stopping.
+                tokio::select! {
+                    () = reload(home, settings, snapshots) => notify("READY=1"),
+                    _ = signals.term.recv() => return,
+                    _ = signals.int.recv() => return,
+                }
             }
         }
     }
@@ -405,10 +410,22 @@ fn notify(state: &str) {
     }
 }
 
-/// Loads a new snapshot; keeps the old one if the validator finds any
-/// error, and logs every one of them.
-fn reload(home: &Path, settings: &DaemonSettings, snapshots: &watch::Sender<Arc<Snapshot>>) {
-    match Snapshot::load(home, settings) {
+/// Loads a new snapshot (reading files on the blocking pool, not on the
+/// runtime); keeps the old one if the validator finds any error, and logs
+/// every one of them.
+async fn reload(home: &Path, settings: &DaemonSettings, snapshots: &watch::Sender<Arc<Snapshot>>) {
+    let (home, settings) = (home.to_path_buf(), settings.clone());
+    let loaded = tokio::task::spawn_blocking(move || Snapshot::load(&home, &settings)).await;
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(
+                "reload refused, keeping the running configuration: reload failed: {e}"
+            );
+            return;
+        }
+    };
+    match loaded {
         Ok((s, warnings)) => {
             for w in warnings {
                 tracing::warn!("{w}");

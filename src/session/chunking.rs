@@ -179,13 +179,15 @@ impl Session {
 
     /// Reads `size` bytes of chunk into the message `c`, decoding them
     /// (storing stops once the message is to be refused), or drops them
-    /// when there is no message.
+    /// when there is no message. The chunk must keep up with
+    /// `control/mindatarate`.
     async fn read_chunk(
         &mut self,
         mut c: Option<&mut ChunkedMessage>,
         size: u64,
     ) -> Result<(), IoEnd> {
         let databytes = self.client.databytes;
+        let (rate, start) = (self.cfg.control.data_rate, tokio::time::Instant::now());
         let mut left = size;
         let mut out = Vec::new();
         self.io.bulk = true;
@@ -194,7 +196,8 @@ impl Session {
                 break Ok(());
             }
             if self.io.buffered().is_empty() {
-                if let Err(e) = self.io.fill().await {
+                let deadline = rate.deadline(start, size - left);
+                if let Err(e) = self.io.fill_by(deadline).await {
                     break Err(e);
                 }
             }

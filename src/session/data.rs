@@ -7,6 +7,7 @@
 use super::body::PendingMessage;
 use super::io::IoEnd;
 use super::{Flow, Session, Verdict};
+use crate::config::control::DataRate;
 use crate::config::plugins::Hook;
 use crate::logging::quoted;
 use crate::plugin::directive::Queued;
@@ -205,7 +206,8 @@ impl Session {
     }
 
     /// Decodes the body from the connection into `sink` until the
-    /// terminator; stops writing once the message is to be refused.
+    /// terminator; stops writing once the message is to be refused. The
+    /// body must keep up with `control/mindatarate`.
     pub(crate) async fn copy_body(
         &mut self,
         sink: &mut Sink<'_>,
@@ -213,10 +215,11 @@ impl Session {
     ) -> BodyEnd {
         let databytes = self.client.databytes;
         let mut chunk = Vec::with_capacity(8192);
+        let floor = (self.cfg.control.data_rate, tokio::time::Instant::now());
         self.io.busy = true;
         self.io.bulk = true;
         let end = self
-            .copy_body_inner(sink, decoder, databytes, &mut chunk)
+            .copy_body_inner(sink, decoder, databytes, &mut chunk, floor)
             .await;
         self.io.bulk = false;
         end
@@ -229,16 +232,19 @@ impl Session {
         decoder: &mut DataDecoder,
         databytes: u64,
         chunk: &mut Vec<u8>,
+        (rate, start): (DataRate, tokio::time::Instant),
     ) -> BodyEnd {
+        let mut received = 0u64;
         loop {
             if self.io.buffered().is_empty() {
-                if let Err(e) = self.io.fill().await {
+                if let Err(e) = self.io.fill_by(rate.deadline(start, received)).await {
                     return BodyEnd::Io(e);
                 }
             }
             chunk.clear();
             let (n, progress) = decoder.feed(self.io.buffered(), chunk);
             self.io.consume(n);
+            received += n as u64;
             let refused = refuses(decoder, databytes);
             if !refused && !chunk.is_empty() {
                 sink.write(chunk).await;

@@ -1,7 +1,16 @@
 //! The client connection as the session sees it: an input buffer that
 //! yields command lines (bounded) and raw bytes for DATA, and an output
 //! buffer that is flushed before every read, so a pipelined batch gets all
-//! its replies in order, in as few writes as possible.
+//! its replies in order, in as few writes as possible. Replies queue up to
+//! [`MAX_OUT`] bytes; beyond that they are written before the next command
+//! is read, so a client that sends without reading stalls its own session
+//! instead of growing the server's buffer.
+//!
+//! Reads time out after `timeoutsmtpd` without input, and a command line
+//! must be complete within `timeoutsmtpd` of its first byte, so a client
+//! dribbling a byte at a time cannot hold the connection; a message body
+//! has the deadlines of its data rate (`control/mindatarate`), passed to
+//! [`SmtpIo::fill_by`].
 
 use crate::protocol::enhanced::{self, ReplyContext};
 use std::time::Duration;
@@ -19,13 +28,17 @@ const INBUF: usize = MAX_LINE + 2048;
 const IDLE_INBUF: usize = 512;
 /// Input buffer while a message body is read (`bulk`).
 const BULK_INBUF: usize = 32 * 1024;
+/// Queued output beyond which replies are written before the next command
+/// line is taken from the input (backpressure on a pipelining client).
+pub const MAX_OUT: usize = 64 * 1024;
 
 /// Why the connection cannot be used any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoEnd {
     /// The client closed the connection (or it failed).
     Closed,
-    /// No input within `timeoutsmtpd`.
+    /// No input within `timeoutsmtpd`, a command line not complete within
+    /// `timeoutsmtpd` of its first byte, or a message body too slow.
     ReadTimeout,
     /// Output could not be written within `timeoutsmtpd`.
     WriteTimeout,
@@ -201,7 +214,19 @@ impl SmtpIo {
 
     /// Flushes output, then reads more input (waiting at most `timeout`).
     pub async fn fill(&mut self) -> Result<(), IoEnd> {
+        self.fill_by(None).await
+    }
+
+    /// As [`SmtpIo::fill`], and input must arrive by `deadline` too.
+    pub async fn fill_by(&mut self, deadline: Option<Instant>) -> Result<(), IoEnd> {
         self.flush().await?;
+        let wait = match deadline {
+            None => self.timeout,
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => left.min(self.timeout),
+                _ => return Err(IoEnd::ReadTimeout),
+            },
+        };
         if self.start > 0 {
             self.inbuf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -224,8 +249,7 @@ impl SmtpIo {
         if self.end == self.inbuf.len() {
             return Ok(());
         }
-        let read =
-            tokio::time::timeout(self.timeout, self.stream.read(&mut self.inbuf[self.end..]));
+        let read = tokio::time::timeout(wait, self.stream.read(&mut self.inbuf[self.end..]));
         let stop = wait_stop(&mut self.stop, self.busy);
         tokio::select! {
             r = read => match r {
@@ -260,9 +284,14 @@ impl SmtpIo {
         }
     }
 
-    /// Reads one command line. A bare LF ends a line too.
+    /// Reads one command line. A bare LF ends a line too. The line must be
+    /// complete within `timeout` of the first of its bytes being seen.
     pub async fn read_line(&mut self) -> Result<Line, IoEnd> {
+        if self.out.len() >= MAX_OUT {
+            self.flush().await?;
+        }
         let mut too_long = false;
+        let mut deadline = None;
         loop {
             let buf = &self.inbuf[self.start..self.end];
             if let Some(lf) = buf.iter().position(|&b| b == b'\n') {
@@ -273,11 +302,14 @@ impl SmtpIo {
                 }
                 return Ok(Line::Complete(line));
             }
+            if !buf.is_empty() {
+                deadline.get_or_insert_with(|| Instant::now() + self.timeout);
+            }
             if buf.len() > MAX_LINE + 1 {
                 too_long = true;
                 self.consume(buf.len());
             }
-            self.fill().await?;
+            self.fill_by(deadline).await?;
         }
     }
 }
@@ -348,6 +380,75 @@ mod tests {
                 vec![c(&"y".repeat(MAX_LINE))]
             );
             assert_eq!(lines(b"NOOP", chunk).await, vec![], "no line without LF");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queued_replies_stay_bounded_when_the_client_never_reads() {
+        // 1,000 pipelined commands with long replies, and a client that
+        // never reads: the session must stall on its output (and time out)
+        // rather than queue every reply.
+        let input = b"EHLO\r\n".repeat(1000);
+        let (_peer, blocked) = tokio::io::duplex(1);
+        let stream = tokio::io::join(Trickle::new(&input, 100_000), blocked);
+        let mut io = SmtpIo::new(Box::new(stream), Duration::from_secs(5));
+        // As after a message body: the input buffer is large, so one read
+        // takes the whole batch.
+        io.bulk = true;
+        io.fill().await.unwrap();
+        io.bulk = false;
+        let reply = "250-".to_string() + &"x".repeat(296);
+        let (mut most, mut answered) = (0, 0);
+        let end = loop {
+            match io.read_line().await {
+                Ok(_) => {
+                    io.reply(&reply);
+                    answered += 1;
+                    most = most.max(io.out.len());
+                }
+                Err(end) => break end,
+            }
+        };
+        assert_eq!(end, IoEnd::WriteTimeout);
+        assert!(most <= MAX_OUT + 302, "{most} bytes queued");
+        assert!(answered < 1000, "all {answered} commands were answered");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_command_line_must_be_complete_within_the_timeout() {
+        // One byte every 4 s: each read is within the 5 s timeout, the
+        // line is not.
+        let (client, server) = tokio::io::duplex(1024);
+        let mut io = SmtpIo::new(Box::new(server), Duration::from_secs(5));
+        let (_cr, mut cw) = tokio::io::split(client);
+        let started = Instant::now();
+        let dribble = tokio::spawn(async move {
+            for &b in b"NOOP\r\n" {
+                cw.write_all(&[b]).await.unwrap();
+                tokio::time::sleep(Duration::from_secs(4)).await;
+            }
+            cw
+        });
+        assert_eq!(io.read_line().await, Err(IoEnd::ReadTimeout));
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(5) && took < Duration::from_secs(6),
+            "{took:?}"
+        );
+        let _ = dribble.await;
+        // Between lines, only the per-read timeout applies.
+        let (client, server) = tokio::io::duplex(1024);
+        let mut io = SmtpIo::new(Box::new(server), Duration::from_secs(5));
+        let (_cr, mut cw) = tokio::io::split(client);
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                cw.write_all(b"NOOP\r\n").await.unwrap();
+            }
+            cw
+        });
+        for _ in 0..3 {
+            assert_eq!(io.read_line().await, Ok(Line::Complete(b"NOOP".to_vec())));
         }
     }
 

@@ -62,6 +62,7 @@ impl Session {
         self.tx = Some(Transaction {
             sender: addr,
             recipients: Vec::new(),
+            recipient_bytes: 0,
             eight_bit: has_param(&arg, b"BODY=8BITMIME"),
             declared_size: declared_size(&arg),
             smtputf8,

@@ -17,13 +17,14 @@ mod tls;
 pub mod trace;
 
 use crate::config::plugins::{Hook, PluginTable};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::protocol::command::{Command, Verb};
 use crate::protocol::enhanced::ReplyContext;
 use crate::protocol::reply::text;
 use crate::queue::Backend;
 use env::SessionEnv;
 use io::{IoEnd, Line, RunState, SmtpIo};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
@@ -57,6 +58,9 @@ pub struct Transaction {
     pub sender: Vec<u8>,
     /// Accepted recipients, with any RELAYCLIENT suffix.
     pub recipients: Vec<Vec<u8>>,
+    /// The bytes of `recipients` (their addresses added up), held to
+    /// 1 MiB (`MAX_RECIPIENT_BYTES` in `rcpt.rs`) so one session's envelope stays small.
+    pub recipient_bytes: usize,
     /// The client declared `BODY=8BITMIME` (passed on downstream).
     pub eight_bit: bool,
     /// The client's `SIZE=` (passed on downstream at RCPT time).
@@ -353,8 +357,7 @@ impl Session {
                 offer.required = true;
             }
         }
-        let nospp = self.env.contains("NOSPP");
-        match self.cfg.plugins_for(nospp, self.env.get("SPPCONFFILE")) {
+        match self.plugin_table().await {
             Ok(p) => {
                 self.spp.off = p.is_none();
                 self.spp.plugins = p;
@@ -396,6 +399,21 @@ impl Session {
             Verdict::Refuse => Flow::Continue,
             Verdict::Disconnect => Flow::Close(0),
         }
+    }
+
+    /// The session's plugin table ([`Config::plugins_for`]); a file named
+    /// by `SPPCONFFILE` is read through [`crate::blocking`].
+    async fn plugin_table(&mut self) -> Result<Option<Arc<PluginTable>>, ConfigError> {
+        let nospp = self.env.contains("NOSPP");
+        let file = self.env.get("SPPCONFFILE");
+        if !Config::plugins_read_file(nospp, file) {
+            return self.cfg.plugins_for(nospp, file);
+        }
+        let (cfg, file) = (self.cfg.clone(), file.map(<[u8]>::to_vec));
+        let read = crate::blocking::run(move || cfg.plugins_for(nospp, file.as_deref()));
+        Box::pin(read)
+            .await
+            .unwrap_or_else(|e| Err(ConfigError::io(Path::new("SPPCONFFILE"), &e)))
     }
 
     /// Reads and dispatches commands until the session ends.

@@ -10,6 +10,10 @@ use crate::queue::forward::{MailParams, RcptError};
 
 /// Most recipients of one message (RFC 5321 asks for at least 100).
 pub const MAX_RECIPIENTS: usize = 10_000;
+/// Most bytes of recipient addresses in one transaction (their lengths
+/// added up): 10,000 long addresses would otherwise hold megabytes per
+/// session. Beyond it RCPT gets the same `452` as beyond the count.
+pub const MAX_RECIPIENT_BYTES: usize = 1 << 20;
 
 impl Session {
     /// RCPT TO:<address>
@@ -31,11 +35,10 @@ impl Session {
             self.io.reply(text::RCPT_NOT_UTF8);
             return Flow::Continue;
         }
-        if self
-            .tx
-            .as_ref()
-            .is_some_and(|tx| tx.recipients.len() >= MAX_RECIPIENTS)
-        {
+        if self.tx.as_ref().is_some_and(|tx| {
+            tx.recipients.len() >= MAX_RECIPIENTS
+                || tx.recipient_bytes + addr.len() > MAX_RECIPIENT_BYTES
+        }) {
             self.io.reply(text::TOO_MANY_RCPTS);
             return Flow::Continue;
         }
@@ -45,7 +48,7 @@ impl Session {
         }
         let allowed = match self.client.relay_client.is_some() {
             true => true,
-            false => match self.cfg.control.rcpt_allowed(&addr, smtputf8) {
+            false => match self.rcpthosts_allow(&addr, smtputf8).await {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::error!(session = %self.id, error = %e, "rcpthosts lookup failed");
@@ -89,6 +92,7 @@ impl Session {
             return Flow::Continue;
         }
         if let Some(tx) = &mut self.tx {
+            tx.recipient_bytes += addr.len();
             tx.recipients.push(addr);
         }
         self.spp.rcpt_count += 1;
@@ -98,6 +102,18 @@ impl Session {
 }
 
 impl Session {
+    /// Looks `addr` up in rcpthosts: in memory on the spot; when the
+    /// lookup reads `morercpthosts.cdb`, through [`crate::blocking`], so a
+    /// slow disk stalls this session only.
+    async fn rcpthosts_allow(&mut self, addr: &[u8], smtputf8: bool) -> std::io::Result<bool> {
+        if !self.cfg.control.rcpt_lookup_reads_files() {
+            return self.cfg.control.rcpt_allowed(addr, smtputf8);
+        }
+        let (cfg, addr) = (self.cfg.clone(), addr.to_vec());
+        let lookup = crate::blocking::run(move || cfg.control.rcpt_allowed(&addr, smtputf8));
+        Box::pin(lookup).await?
+    }
+
     /// With `verify-rcpt=yes`: passes the recipient to the downstream,
     /// opening its transaction at the first RCPT. Returns the reply to send
     /// instead of `250` when the downstream did not accept it.

@@ -508,3 +508,27 @@ async fn an_smtputf8_message_in_chunks_keeps_its_flag_to_the_end() {
         "{environment}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_chunk_that_arrives_too_slowly_gets_451_timeout() {
+    // A byte every half second: every read is within timeoutsmtpd (1 s),
+    // but after the 1 s grace the chunk falls behind 1 KiB/s.
+    let home = TestHome::new();
+    home.control("timeoutsmtpd", "1\n");
+    home.control("mindatarategrace", "1\n");
+    let mut s = in_transaction(&home).await;
+    s.send("BDAT 100\r\n").await;
+    let mut reply = None;
+    for sent in 1..=20 {
+        s.send("x").await;
+        let wait = Duration::from_millis(500);
+        if let Ok(line) = tokio::time::timeout(wait, s.try_line()).await {
+            reply = Some((sent, line));
+            break;
+        }
+    }
+    let (sent, line) = reply.expect("no reply while the chunk dribbled in");
+    assert_eq!(line.as_deref(), Some("451 timeout (#4.4.2)"));
+    assert!(sent <= 3, "closed after {sent} bytes");
+    assert_eq!(s.closed().await, 1);
+}

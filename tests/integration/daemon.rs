@@ -155,6 +155,39 @@ async fn sighup_reloads_a_good_smtpplugins_and_keeps_the_old_one_when_broken() {
 }
 
 #[tokio::test]
+async fn a_reload_stuck_on_a_control_file_neither_stalls_sessions_nor_sigterm() {
+    // A FIFO without a writer stands for a file on a hung mount: opening
+    // it blocks until the daemon is gone.
+    let home = TestHome::new();
+    let server = Server::daemon_with(&home, &[], &[]);
+    // The port answers before the signal handlers are in place.
+    let catches_sighup = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid()));
+        let caught = status.unwrap_or_default().lines().find_map(|l| {
+            let mask = l.strip_prefix("SigCgt:")?.trim();
+            u64::from_str_radix(mask, 16).ok()
+        });
+        caught.is_some_and(|m| m & (1 << (SIGHUP - 1)) != 0)
+    };
+    for _ in 0..400 {
+        if catches_sighup() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(catches_sighup(), "SIGHUP handler never installed");
+    let fifo = home.dir().join("control/badmailfrom");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success(), "mkfifo");
+    server.signal(SIGHUP);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut c = Client::connect(server.port).await;
+    assert_eq!(c.line().await.unwrap(), "220 mx.ref.test ESMTP");
+    assert_eq!(c.cmd("QUIT").await, "221 mx.ref.test");
+    assert_eq!(server.terminate(), 0, "SIGTERM while the reload hangs");
+}
+
+#[tokio::test]
 async fn sigterm_lets_a_transaction_finish_and_closes_idle_sessions() {
     let home = TestHome::new();
     let server = Server::daemon_with(&home, &[], &["--shutdown-deadline", "20"]);

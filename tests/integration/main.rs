@@ -14,6 +14,7 @@ mod daemon;
 mod downstream;
 mod enhanced_status;
 mod examples;
+mod hostile_clients;
 mod logs;
 mod metrics;
 mod mta_harness;

@@ -99,6 +99,36 @@ async fn a_persistent_plugin_serves_many_sessions_from_one_process() {
 }
 
 #[tokio::test]
+async fn an_sppconffile_table_and_its_persistent_pool_serve_many_sessions() {
+    let home = TestHome::new();
+    let p = pid_plugin(&home);
+    let table = format!("[rcpt]\n#spp: persistent workers=1\n{p}\n");
+    home.write("control/other-plugins", &table);
+    let cfg = home.config();
+    let env = [LOCAL, &[("SPPCONFFILE", "control/other-plugins")]].concat();
+    let session = || async {
+        let mut s = Driver::start(cfg.clone(), &env).await;
+        s.greeting().await;
+        s.cmd("HELO client.test").await.code(250);
+        s.cmd("MAIL FROM:<a@example.org>").await.code(250);
+        s.cmd("RCPT TO:<a@ref.test>").await.all(&["250 ok"]);
+        s.cmd("QUIT").await.code(221);
+    };
+    for _ in 0..3 {
+        session().await;
+    }
+    let seen = pids(&home);
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|&p| p == seen[0]), "{seen:?}");
+    // A changed file is read again, with a pool of its own.
+    home.write("control/other-plugins", table + "\n");
+    session().await;
+    let seen = pids(&home);
+    assert_eq!(seen.len(), 4);
+    assert_ne!(seen[3], seen[0], "{seen:?}");
+}
+
+#[tokio::test]
 async fn the_same_script_works_classic() {
     let home = TestHome::new();
     let p = pid_plugin(&home);
