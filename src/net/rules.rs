@@ -143,6 +143,16 @@ impl Pattern {
 
 /// Parses `address:instructions`.
 fn parse_rule(lineno: usize, line: &str) -> Result<Rule, String> {
+    let head = line.split(',').next().unwrap_or(line);
+    if let Some(last) = head.rfind(':').filter(|_| head.matches(':').count() > 1) {
+        if matches!(&head[last + 1..], "allow" | "deny") {
+            return Err(format!(
+                "{:?}: an IPv6 address cannot be written in a rule (the tcprules format has \
+                 no syntax for one); IPv6 clients match =host rules and the empty address",
+                &head[..last]
+            ));
+        }
+    }
     let colon = line
         .find(':')
         .ok_or("no ':' between address and instructions")?;
@@ -241,6 +251,16 @@ fn parse_address(addr: &str) -> Result<Pattern, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ipv6_literals_get_an_error_that_says_so() {
+        for line in ["::1:allow", "2001:db8::1:deny,RELAYCLIENT=\"\"", "fe80::/10:allow"] {
+            let errors = Rules::parse(line.as_bytes()).unwrap_err();
+            assert!(errors[0].1.contains("an IPv6 address cannot be written"), "{line}: {errors:?}");
+        }
+        assert!(Rules::parse(b"127.0.0.1:allow\n:deny\n").is_ok());
+    }
+
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
