@@ -100,3 +100,101 @@ pub fn proxy_header(input: &[u8]) {
     let _ = spp_smtpd::net::proxy::parse_v1(input);
     let _ = spp_smtpd::net::proxy::parse_v2(input);
 }
+
+/// `control/spp-smtpd.ini` text: rust-ini's parser and every setting's
+/// checks.
+pub fn settings_file(input: &[u8]) {
+    let _ = spp_smtpd::net::settings::DaemonSettings::from_ini_text(
+        std::path::Path::new("/nonexistent-home"),
+        input,
+    );
+}
+
+/// Replies of Dovecot's auth server, for a request id the input chooses.
+pub fn auth_replies(input: &[u8]) {
+    let id = input.first().map_or(1, |&b| u32::from(b % 4));
+    for line in input.split(|&b| b == b'\n') {
+        let _ = spp_smtpd::auth::dovecot::parse_reply(line, id);
+    }
+}
+
+/// cdb files: the whole-structure check the configuration runs on
+/// `morercpthosts.cdb`.
+pub fn cdb_file(input: &[u8]) {
+    let _ = spp_smtpd::config::cdb::validate(input);
+}
+
+/// Whole SMTP sessions: the input is what a client sends (commands,
+/// pipelining, DATA and BDAT bodies, STARTTLS, AUTH exchanges with PLAIN,
+/// LOGIN and CRAM-MD5) to a session with AUTH offered; the session must
+/// end, without a panic, once the input ends.
+pub fn smtp_session(input: &[u8]) {
+    use std::sync::{Arc, OnceLock};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    struct World {
+        runtime: tokio::runtime::Runtime,
+        config: Arc<spp_smtpd::config::Config>,
+        maildir: std::path::PathBuf,
+        auth: Arc<spp_smtpd::auth::AuthConfig>,
+    }
+    static WORLD: OnceLock<World> = OnceLock::new();
+    let world = WORLD.get_or_init(|| {
+        let home = std::env::temp_dir().join(format!("spp-fuzz-session-{}", std::process::id()));
+        let control = home.join("control");
+        std::fs::create_dir_all(&control).unwrap();
+        std::fs::write(control.join("me"), "mx.fuzz.test\n").unwrap();
+        std::fs::write(control.join("rcpthosts"), "fuzz.test\n").unwrap();
+        std::fs::write(control.join("databytes"), "100000\n").unwrap();
+        std::fs::write(control.join("timeoutsmtpd"), "2\n").unwrap();
+        std::fs::write(control.join("smtpplugins"), "").unwrap();
+        World {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            config: Arc::new(spp_smtpd::config::Config::load(&home).unwrap()),
+            maildir: home.join("Maildir/new"),
+            auth: Arc::new(spp_smtpd::auth::AuthConfig {
+                backend: spp_smtpd::auth::Backend::Dovecot("/nonexistent/auth".into()),
+                allow_without_tls: true,
+                failure_delay: std::time::Duration::ZERO,
+                max_failures: 3,
+                default_on: true,
+            }),
+        }
+    });
+    world.runtime.block_on(async {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let mut env = spp_smtpd::session::env::SessionEnv::default();
+        env.set("TCPREMOTEIP", "127.0.0.1");
+        let session = spp_smtpd::session::Session::new(
+            Box::new(server),
+            world.config.clone(),
+            env,
+            "fuzz".into(),
+        )
+        .with_controls(spp_smtpd::session::SessionControls {
+            auth: Some(world.auth.clone()),
+            ..Default::default()
+        });
+        let (mut reader, mut writer) = tokio::io::split(client);
+        let drain = async {
+            let mut sink = Vec::new();
+            let _ = reader.read_to_end(&mut sink).await;
+        };
+        let feed = async {
+            let _ = writer.write_all(input).await;
+            let _ = writer.shutdown().await;
+        };
+        let run = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let (code, _, _) = tokio::join!(session.run(), drain, feed);
+            code
+        });
+        assert!(run.await.is_ok(), "the session did not end after its input");
+    });
+    if let Ok(entries) = std::fs::read_dir(&world.maildir) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}

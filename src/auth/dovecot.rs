@@ -412,7 +412,7 @@ impl DovecotAuth {
 
 /// Parses a reply line. It returns `None` for a well-formed reply to a
 /// request other than `id` (a late reply to an abandoned exchange).
-fn parse_reply(line: &[u8], id: u32) -> Result<Option<DovecotReply>, DovecotError> {
+pub fn parse_reply(line: &[u8], id: u32) -> Result<Option<DovecotReply>, DovecotError> {
     let fields: Vec<&[u8]> = line.split(|&b| b == b'\t').collect();
     let command = fields[0];
     if !matches!(command, b"OK" | b"FAIL" | b"CONT") {

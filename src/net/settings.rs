@@ -401,6 +401,25 @@ impl DaemonSettings {
             Some(path) => IniValues::load(path)?,
             None => IniValues::default(),
         };
+        DaemonSettings::resolve_with(home, args, file, ini)
+    }
+
+    /// The settings of an INI text alone (named `spp-smtpd.ini` in
+    /// messages), with no flags: what the file's parser and checks make of
+    /// any text (the fuzz target `settings_file` uses it).
+    pub fn from_ini_text(home: &Path, text: &[u8]) -> Result<DaemonSettings, Vec<ConfigError>> {
+        let path = PathBuf::from("spp-smtpd.ini");
+        let ini = IniValues::parse(&path, text)?;
+        DaemonSettings::resolve_with(home, &ServeArgs::default(), Some(path), ini)
+    }
+
+    /// [`DaemonSettings::resolve`] once the INI file (if any) is read.
+    fn resolve_with(
+        home: &Path,
+        args: &ServeArgs,
+        file: Option<PathBuf>,
+        ini: IniValues,
+    ) -> Result<DaemonSettings, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let listen_is_default = args.listen.is_empty() && ini.get("listen").is_none();
         let listen = if !args.listen.is_empty() {
@@ -678,8 +697,13 @@ impl IniValues {
     /// `[serve]` section) and finds each key's line for messages.
     fn load(path: &Path) -> Result<IniValues, Vec<ConfigError>> {
         let bytes = crate::config::file::read(path).map_err(|e| vec![ConfigError::io(path, &e)])?;
-        let text =
-            String::from_utf8(bytes).map_err(|_| vec![ConfigError::at(path, None, "not UTF-8")])?;
+        IniValues::parse(path, &bytes)
+    }
+
+    /// Parses the text of the file `path`.
+    fn parse(path: &Path, bytes: &[u8]) -> Result<IniValues, Vec<ConfigError>> {
+        let text = String::from_utf8(bytes.to_vec())
+            .map_err(|_| vec![ConfigError::at(path, None, "not UTF-8")])?;
         let ini = ini::Ini::load_from_str(&text)
             .map_err(|e| vec![ConfigError::at(path, Some(e.line), e.msg.to_string())])?;
         let mut values = Vec::new();
