@@ -254,9 +254,16 @@ mod tests {
 
     #[test]
     fn ipv6_literals_get_an_error_that_says_so() {
-        for line in ["::1:allow", "2001:db8::1:deny,RELAYCLIENT=\"\"", "fe80::/10:allow"] {
+        for line in [
+            "::1:allow",
+            "2001:db8::1:deny,RELAYCLIENT=\"\"",
+            "fe80::/10:allow",
+        ] {
             let errors = Rules::parse(line.as_bytes()).unwrap_err();
-            assert!(errors[0].1.contains("an IPv6 address cannot be written"), "{line}: {errors:?}");
+            assert!(
+                errors[0].1.contains("an IPv6 address cannot be written"),
+                "{line}: {errors:?}"
+            );
         }
         assert!(Rules::parse(b"127.0.0.1:allow\n:deny\n").is_ok());
     }
