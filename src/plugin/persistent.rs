@@ -178,7 +178,7 @@ impl Pool {
         hook: Hook,
         message: Option<&Path>,
     ) -> RunOutcome {
-        let deadline = super::runner::deadline_after(limits.timeout);
+        let deadline = child::deadline_after(limits.timeout);
         let _permit = match self.slots.try_acquire() {
             Ok(p) => p,
             Err(_) => {

@@ -173,7 +173,7 @@ pub async fn run(
             return RunOutcome::failed(failure);
         }
     };
-    let deadline = deadline_after(limits.timeout);
+    let deadline = child::deadline_after(limits.timeout);
     if let Some(stderr) = child.take_stderr() {
         tokio::spawn(log_stderr(stderr, name.clone(), Some(session.to_string())));
     }
@@ -208,8 +208,6 @@ pub async fn run(
         status,
     }
 }
-
-pub(crate) use child::deadline_after;
 
 /// After the verdict: discard further output (bounded) until the plugin
 /// exits. Its exit status still counts (crash, 120); output beyond the
