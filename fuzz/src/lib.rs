@@ -139,7 +139,11 @@ pub fn smtp_session(input: &[u8]) {
     }
     static WORLD: OnceLock<World> = OnceLock::new();
     let world = WORLD.get_or_init(|| {
-        let home = std::env::temp_dir().join(format!("spp-fuzz-session-{}", std::process::id()));
+        // fuzz/run names a directory it removes afterwards.
+        let base = std::env::var_os("SPP_FUZZ_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let home = base.join(format!("spp-fuzz-session-{}", std::process::id()));
         let control = home.join("control");
         std::fs::create_dir_all(&control).unwrap();
         std::fs::write(control.join("me"), "mx.fuzz.test\n").unwrap();
