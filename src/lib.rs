@@ -13,6 +13,8 @@
 //! - [`queue`]: the backends — qmail-queue program, embedded Maildir,
 //!   sendmail program, downstream SMTP/LMTP (`forward`) — and the spool
 //!   that holds a message for `[body]` plugins and downstreams.
+//! - [`checks`]: DNS lists, the resolvable sender and SPF over the one
+//!   DNS resolver (the session applies their verdicts).
 //! - [`blocking`]: blocking file work, in place for `stdio`, on the
 //!   blocking pool for `serve`.
 //! - [`child`]: the one place that starts programs (plugins, queue
@@ -26,6 +28,7 @@
 
 pub mod auth;
 pub mod blocking;
+pub mod checks;
 pub mod child;
 pub mod config;
 pub mod logging;

@@ -232,6 +232,8 @@ pub struct Control {
     pub spooldir: PathBuf,
     /// The optional ESMTP extensions offered.
     pub extensions: Extensions,
+    /// DNS lists, resolvable sender and SPF, and their resolver.
+    pub checks: super::checks::ChecksConfig,
 }
 
 impl Control {
@@ -330,7 +332,9 @@ impl Control {
             };
         }
         let [smtputf8, chunking, enhanced_status_codes] = switches;
+        let checks = super::checks::ChecksConfig::load(&c)?;
         Ok(Control {
+            checks,
             extensions: Extensions {
                 smtputf8,
                 chunking,
@@ -471,6 +475,7 @@ mod tests {
             queue: None,
             spooldir: PathBuf::new(),
             extensions: Extensions::default(),
+            checks: Default::default(),
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod cdb;
 pub mod check;
+pub mod checks;
 pub mod control;
 pub mod file;
 pub mod plugins;

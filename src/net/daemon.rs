@@ -270,7 +270,12 @@ async fn serve(
     let base_env = base_env.flattened();
     let dns = match settings.reverse_dns {
         false => None,
-        true => match super::dns::ReverseDns::new(settings.dns_server, settings.dns_timeout) {
+        true => match super::dns::ReverseDns::new(
+            settings
+                .dns_server
+                .or(snapshot.config.control.checks.dns_server),
+            settings.dns_timeout,
+        ) {
             Ok(d) => Some(d),
             Err(e) => {
                 tracing::error!("reverse DNS: {e}");
@@ -659,6 +664,7 @@ async fn connection(
         require_tls: shared.settings.tls_auth.require_tls,
         auth: shared.auth.clone(),
         require_auth: matches!(kind, Kind::Submission | Kind::Tls),
+        dns_server: shared.settings.dns_server,
     };
     let code = Session::new(Box::new(stream), snapshot.config.clone(), env, id.clone())
         .with_controls(controls)

@@ -3,10 +3,8 @@
 //! address), within a short timeout. Without an answer the variable stays
 //! unset, as with `tcpserver -H`.
 
-use hickory_resolver::config::{NameServerConfig, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
-use hickory_resolver::{Resolver, TokioResolver};
+use hickory_resolver::TokioResolver;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -20,29 +18,15 @@ pub struct ReverseDns {
 }
 
 impl ReverseDns {
-    /// A resolver using `server` (ADDR:PORT, UDP then TCP), or the
-    /// system's configuration when `None`. Must be called inside the
-    /// runtime.
+    /// Asks the process's one resolver ([`crate::checks::resolver`]):
+    /// `server` (ADDR:PORT, UDP then TCP), or the system's configuration
+    /// when `None`. Must be called inside the runtime.
     pub fn new(server: Option<SocketAddr>, timeout: Duration) -> Result<ReverseDns, String> {
-        let mut builder = match server {
-            Some(addr) => {
-                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
-                for c in &mut ns.connections {
-                    c.port = addr.port();
-                }
-                Resolver::builder_with_config(
-                    ResolverConfig::from_name_servers(vec![ns]),
-                    TokioRuntimeProvider::default(),
-                )
-            }
-            None => TokioResolver::builder_tokio()
-                .map_err(|e| format!("system resolver configuration: {e}"))?,
-        };
-        let opts = builder.options_mut();
-        opts.timeout = timeout;
-        opts.attempts = 1;
-        let resolver = builder.build().map_err(|e| format!("resolver: {e}"))?;
-        Ok(ReverseDns { resolver, timeout })
+        let dns = crate::checks::resolver::shared(server, timeout)?;
+        Ok(ReverseDns {
+            resolver: dns.resolver.clone(),
+            timeout,
+        })
     }
 
     /// The verified host name of `ip` (lower case, no trailing dot), if any.

@@ -59,6 +59,9 @@ pub struct DataDecoder {
     pub bare_lf: bool,
     /// BDAT: no dot-stuffing and no terminator; the chunk sizes frame it.
     chunked: bool,
+    /// Applied to what is stored: removes forged Authentication-Results:
+    /// fields when we add our own.
+    filter: Option<Box<super::header_filter::HeaderFilter>>,
 }
 
 impl Default for DataDecoder {
@@ -75,6 +78,7 @@ impl Default for DataDecoder {
             bare_cr: false,
             bare_lf: false,
             chunked: false,
+            filter: None,
         }
     }
 }
@@ -89,10 +93,40 @@ impl DataDecoder {
         }
     }
 
+    /// The same decoder, passing what it stores through `filter`.
+    pub fn with_header_filter(mut self, filter: super::header_filter::HeaderFilter) -> Self {
+        self.filter = Some(Box::new(filter));
+        self
+    }
+
+    /// Forged Authentication-Results: fields removed so far.
+    pub fn removed_fields(&self) -> usize {
+        self.filter.as_ref().map_or(0, |f| f.removed)
+    }
+
+    /// Passes what was appended to `out` from `start` on through the
+    /// filter, if there is one; `end`: the message is complete.
+    fn filter_tail(&mut self, out: &mut Vec<u8>, start: usize, end: bool) {
+        if let Some(f) = &mut self.filter {
+            let new = out.split_off(start);
+            f.feed(&new, out);
+            if end {
+                f.finish(out);
+            }
+        }
+    }
+
     /// Ends a chunked message: a CR left pending at the very end is a bare
     /// CR, and a last line without its line end gets one, so what is stored
     /// always ends with a whole line.
     pub fn finish_chunks(&mut self, out: &mut Vec<u8>) {
+        let start = out.len();
+        self.finish_chunks_raw(out);
+        self.filter_tail(out, start, true);
+    }
+
+    /// [`DataDecoder::finish_chunks`] before filtering.
+    fn finish_chunks_raw(&mut self, out: &mut Vec<u8>) {
         match self.state {
             State::LineStart => {}
             State::Cr | State::CrAtStart => {
@@ -122,6 +156,16 @@ impl DataDecoder {
     /// `BareLf` the bytes after the returned offset are not part of the body.
     /// A chunked decoder always consumes all and answers `NeedMore`.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Progress) {
+        let start = out.len();
+        let result = self.feed_raw(input, out);
+        if self.filter.is_some() {
+            self.filter_tail(out, start, result.1 == Progress::End);
+        }
+        result
+    }
+
+    /// [`DataDecoder::feed`] before filtering.
+    fn feed_raw(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Progress) {
         for (i, &ch) in input.iter().enumerate() {
             if self.in_header {
                 self.count_hops(ch);

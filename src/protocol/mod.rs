@@ -8,6 +8,7 @@ pub mod command;
 pub mod data;
 pub mod encode;
 pub mod enhanced;
+pub mod header_filter;
 pub mod received;
 pub mod reply;
 

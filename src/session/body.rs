@@ -6,7 +6,6 @@
 use super::data::{BodyEnd, Sink};
 use super::{Flow, Session, Verdict};
 use crate::config::plugins::Hook;
-use crate::protocol::data::DataDecoder;
 use crate::protocol::reply::text;
 use crate::queue::spool::{SpoolWriter, Spooled};
 use crate::queue::{deliver_spooled, Backend, Envelope, Handoff, JobResult};
@@ -44,7 +43,7 @@ impl Session {
         self.io.reply(text::GO_AHEAD);
         let head = self.message_head();
         writer.write(&head).await;
-        let mut decoder = DataDecoder::default();
+        let mut decoder = self.body_decoder(false);
         let end = self
             .copy_body(&mut Sink::Spool(&mut writer), &mut decoder)
             .await;

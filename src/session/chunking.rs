@@ -165,7 +165,7 @@ impl Session {
         Start::Open(Box::new(ChunkedMessage {
             msg,
             writer,
-            decoder: DataDecoder::chunked(),
+            decoder: self.body_decoder(true),
         }))
     }
 

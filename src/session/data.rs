@@ -75,7 +75,7 @@ impl Session {
         let head = self.message_head();
         job.write(&head).await;
 
-        let mut decoder = DataDecoder::default();
+        let mut decoder = self.body_decoder(false);
         let end = self.copy_body(&mut Sink::Job(&mut job), &mut decoder).await;
         let refusal = self.body_refusal(&end, &decoder);
         let refused = refusal.is_some();
@@ -170,7 +170,8 @@ impl Session {
     /// The Received: line and the pending `H` headers, which start the
     /// stored message; the transaction's plugin state is cleared.
     pub(crate) fn message_head(&mut self) -> Vec<u8> {
-        let mut head = received_line(
+        let mut head = self.auth_results_field().unwrap_or_default();
+        head.extend_from_slice(&received_line(
             &ReceivedInfo {
                 remote_host: &self.client.remote_host,
                 helo: &self.helo,
@@ -180,7 +181,7 @@ impl Session {
                 protocol: self.received_protocol(),
             },
             SystemTime::now(),
-        );
+        ));
         head.extend_from_slice(&self.spp.headers);
         self.spp.clear_transaction();
         head

@@ -47,11 +47,19 @@ impl Session {
             self.env.set("SMTPMAILFROM", &addr);
         }
         self.announce_smtputf8(smtputf8);
+        // Boxed: the lookups' state only exists while they run.
+        Box::pin(self.run_sender_checks(&addr)).await;
         let verdict = self.run_hook(Hook::Mail, Some(&mut addr)).await;
         match verdict {
             Verdict::Refuse => return Flow::Continue,
             Verdict::Disconnect => return Flow::Close(0),
-            Verdict::Accept => self.bad_sender = self.cfg.control.is_bad_sender(&addr, smtputf8),
+            Verdict::Accept => {
+                self.bad_sender = self.cfg.control.is_bad_sender(&addr, smtputf8);
+                if let Some(refusal) = self.sender_refusal() {
+                    self.io.reply(refusal);
+                    return Flow::Continue;
+                }
+            }
             Verdict::AcceptSkipChecks => {}
         }
         if !addr.is_empty() && !self.address_form_ok(&addr) {

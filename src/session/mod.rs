@@ -4,6 +4,7 @@
 
 mod auth;
 mod body;
+mod checks;
 mod chunking;
 mod data;
 pub mod env;
@@ -159,6 +160,9 @@ pub struct SessionControls {
     pub auth: Option<Arc<crate::auth::AuthConfig>>,
     /// Submission: AUTH is required before MAIL whatever `SMTPAUTH` says.
     pub require_auth: bool,
+    /// The DNS server the checks ask (`serve --dns-server`), over
+    /// `control/dnsserver`.
+    pub dns_server: Option<std::net::SocketAddr>,
 }
 
 /// One SMTP session.
@@ -229,6 +233,10 @@ pub struct Session {
     /// Where every plugin run is reported (`spp-smtpd try`); `None` in
     /// `stdio` and `serve`.
     pub(crate) trace: Option<trace::TraceSender>,
+    /// The DNS server named by the daemon for the checks, if any.
+    pub(crate) dns_server: Option<std::net::SocketAddr>,
+    /// The built-in checks' state; `None` when none is configured.
+    pub(crate) checks: Option<Box<checks::SessionChecks>>,
 }
 
 impl Session {
@@ -267,6 +275,8 @@ impl Session {
             decider: None,
             rcpt_outcomes: Vec::new(),
             trace: None,
+            dns_server: None,
+            checks: None,
         }
     }
 
@@ -284,6 +294,7 @@ impl Session {
         self.require_tls = controls.require_tls;
         self.auth = controls.auth;
         self.require_auth = controls.require_auth;
+        self.dns_server = controls.dns_server;
         self.io.stop.shutdown = controls.shutdown;
         self.io.stop.deadline = controls
             .lifetime
@@ -368,6 +379,7 @@ impl Session {
                 return Flow::Close(1);
             }
         }
+        self.start_checks(self.dns_server);
         self.report_start();
         let verdict = self.run_hook(Hook::Connection, None).await;
         self.report_end("CONNECT", None, false);

@@ -80,6 +80,12 @@ impl Session {
             self.io.reply(text::ADDRESS_FORM);
             return Flow::Continue;
         }
+        if verdict != Verdict::AcceptSkipChecks {
+            if let Some(refusal) = self.list_refusal(&addr) {
+                self.io.reply(refusal);
+                return Flow::Continue;
+            }
+        }
         if let Some(suffix) = &self.client.relay_client {
             addr.extend_from_slice(suffix);
         } else if verdict != Verdict::AcceptSkipChecks && !allowed {
