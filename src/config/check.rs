@@ -182,6 +182,10 @@ pub fn control_files(home: &Path, plugins: Option<&Path>, report: &mut Report) {
             "is not consulted: build control/morercpthosts.cdb from it",
         ));
     }
+    // The checks' files: the same reader as start-up and reload.
+    if let Err(e) = super::checks::ChecksConfig::load(&c) {
+        report.error(e);
+    }
     if let Some(b) = read("queue", report) {
         match QueueSetting::parse(&first_line(&b)) {
             Err(m) => report.error(ConfigError::at(&c.join("queue"), Some(1), m)),

@@ -11,6 +11,7 @@ mod chunking;
 mod config_files;
 mod content_filters;
 mod daemon;
+mod dns_checks;
 mod downstream;
 mod enhanced_status;
 mod examples;
