@@ -6,6 +6,7 @@
 //! session decides what they mean for a command (`session/checks.rs`).
 
 pub mod dnslist;
+pub mod message;
 pub mod resolver;
 pub mod sender;
 pub mod spf;
@@ -167,7 +168,7 @@ pub async fn sender_checks(dns: &Dns, cfg: &ChecksConfig, q: &SenderQuery<'_>) -
     };
     let spf = async {
         let ip = q.ip?;
-        if cfg.spf == crate::config::checks::SpfPolicy::Off {
+        if !cfg.evaluates_spf() {
             return None;
         }
         let auth = mail_auth::MessageAuthenticator(dns.resolver.clone());

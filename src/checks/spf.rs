@@ -26,6 +26,11 @@ pub struct SpfResults {
     /// The MAIL FROM identity; for the null sender, `postmaster@` the
     /// HELO name (RFC 7208 §2.4).
     pub mail_from: SpfCheck,
+    /// mail-auth's record of the HELO check (for the header).
+    pub helo_output: mail_auth::SpfOutput,
+    /// mail-auth's record of the MAIL FROM check (for the header and
+    /// DMARC).
+    pub mail_from_output: mail_auth::SpfOutput,
 }
 
 /// RFC 8601's name of a result.
@@ -67,7 +72,7 @@ pub async fn evaluate(
         let out = auth
             .verify_spf(SpfParameters::verify_ehlo(ip, helo, me))
             .await;
-        check_of(&out, helo)
+        (check_of(&out, helo), out)
     };
     let mail_check = async {
         let Some((_, domain)) = sender.rsplit_once('@') else {
@@ -76,19 +81,25 @@ pub async fn evaluate(
         let out = auth
             .verify_spf(SpfParameters::verify_mail_from(ip, helo, me, &sender))
             .await;
-        check_of(&out, domain)
+        (check_of(&out, domain), out)
     };
-    let (helo, mail_from) = tokio::join!(helo_check, mail_check);
-    SpfResults { helo, mail_from }
+    let ((helo, helo_output), (mail_from, mail_from_output)) = tokio::join!(helo_check, mail_check);
+    SpfResults {
+        helo,
+        mail_from,
+        helo_output,
+        mail_from_output,
+    }
 }
 
 /// A `none` result for `domain`.
-fn none(domain: &str) -> SpfCheck {
-    SpfCheck {
+fn none(domain: &str) -> (SpfCheck, mail_auth::SpfOutput) {
+    let check = SpfCheck {
         result: "none",
         domain: domain.to_string(),
         explanation: None,
-    }
+    };
+    (check, mail_auth::SpfOutput::new(domain.to_string()))
 }
 
 /// Our record of mail-auth's output.

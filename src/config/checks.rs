@@ -54,6 +54,20 @@ pub enum SpfPolicy {
     RefuseFail,
 }
 
+/// What DKIM, ARC and DMARC verification of the message does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DmarcPolicy {
+    /// Not verified (no `control/dmarc`).
+    #[default]
+    Off,
+    /// Verified and recorded (environment, Authentication-Results:).
+    Record,
+    /// As `Record`, and a message failing DMARC is refused when its
+    /// domain asks for `p=reject`, and marked (`X-DMARC-Quarantine:`)
+    /// when it asks for `p=quarantine`.
+    Enforce,
+}
+
 /// The checks' settings, read with the other control files.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChecksConfig {
@@ -66,6 +80,9 @@ pub struct ChecksConfig {
     pub resolvable_fromhost: bool,
     /// `control/spf`.
     pub spf: SpfPolicy,
+    /// `control/dmarc`: DKIM, ARC and DMARC verification at the end of
+    /// the message (SPF is then evaluated too: DMARC needs it).
+    pub dmarc: DmarcPolicy,
     /// `control/dnsserver`: the resolver to ask instead of the system's
     /// (`serve --dns-server` wins over it).
     pub dns_server: Option<SocketAddr>,
@@ -83,7 +100,17 @@ impl ChecksConfig {
 
     /// Whether any check needs DNS at MAIL.
     pub fn at_mail(&self) -> bool {
-        !self.rhsbl.is_empty() || self.resolvable_fromhost || self.spf != SpfPolicy::Off
+        !self.rhsbl.is_empty() || self.resolvable_fromhost || self.evaluates_spf()
+    }
+
+    /// Whether SPF is evaluated at MAIL (for itself, or for DMARC).
+    pub fn evaluates_spf(&self) -> bool {
+        self.spf != SpfPolicy::Off || self.dmarc != DmarcPolicy::Off
+    }
+
+    /// Whether whole messages are verified (DKIM, ARC, DMARC).
+    pub fn verifies_messages(&self) -> bool {
+        self.dmarc != DmarcPolicy::Off
     }
 
     /// Whether any check is configured.
@@ -122,6 +149,18 @@ impl ChecksConfig {
                 parse_spf(&v).map_err(|m| ConfigError::at(&control.join("spf"), Some(1), m))?
             }
         };
+        let dmarc = match single("dmarc")?.as_deref() {
+            None | Some("off") => DmarcPolicy::Off,
+            Some("" | "record") => DmarcPolicy::Record,
+            Some("enforce") => DmarcPolicy::Enforce,
+            Some(v) => {
+                return Err(ConfigError::at(
+                    &control.join("dmarc"),
+                    Some(1),
+                    format!("expected record, enforce or off, not {v:?}"),
+                ))
+            }
+        };
         let dns_server = match single("dnsserver")? {
             None => None,
             Some(v) if v.is_empty() => None,
@@ -156,6 +195,7 @@ impl ChecksConfig {
             rhsbl,
             resolvable_fromhost,
             spf,
+            dmarc,
             dns_server,
             timeout: Duration::from_secs(timeout.min(MAX_DNS_TIMEOUT_SECS)),
             list_failure,

@@ -108,6 +108,16 @@ impl Session {
                     .await;
             }
         };
+        // DKIM, ARC and DMARC (control/dmarc): their field goes on top.
+        let results = match self.verify_message(&spooled).await {
+            Ok(field) => field,
+            Err(refusal) => {
+                self.end_transaction();
+                return self
+                    .finish_data(&envelope, size, started, refusal, BodyEnd::Complete)
+                    .await;
+            }
+        };
         // Headers added by the [body] plugins go on top of the message.
         let mut added = Vec::new();
         if body_hooks {
@@ -138,6 +148,9 @@ impl Session {
                     return Flow::Close(0);
                 }
             }
+        }
+        if !results.is_empty() {
+            added.splice(0..0, results);
         }
         let reply = match self
             .hand_over(&backend, &envelope, eight_bit, &added, &spooled)

@@ -9,10 +9,11 @@
 
 use super::Session;
 use crate::checks::dnslist::ListAnswer;
+use crate::checks::message::{self, Identities};
 use crate::checks::resolver::{self, Dns};
 use crate::checks::sender::Resolvable;
 use crate::checks::{ClientLists, SenderFacts, SenderQuery};
-use crate::config::checks::{ListFailure, SpfPolicy};
+use crate::config::checks::{DmarcPolicy, ListFailure, SpfPolicy};
 use crate::logging::quoted;
 use crate::protocol::data::DataDecoder;
 use crate::protocol::header_filter::HeaderFilter;
@@ -20,7 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 /// Variables the checks set for plugins (removed again at each MAIL).
-pub const CHECK_VARIABLES: [&str; 10] = [
+pub const CHECK_VARIABLES: [&str; 17] = [
     "DNSBL",
     "DNSBL_TEXT",
     "DNSBL_FAILED",
@@ -31,6 +32,13 @@ pub const CHECK_VARIABLES: [&str; 10] = [
     "SPF",
     "SPF_HELO",
     "SPF_DOMAIN",
+    "DKIM",
+    "DKIM_DOMAINS",
+    "ARC",
+    "DMARC",
+    "DMARC_POLICY",
+    "DMARC_DOMAIN",
+    "AUTHENTICATION_RESULTS",
 ];
 
 /// A session's check state (boxed: sessions without checks carry only a
@@ -49,6 +57,8 @@ pub(crate) struct SessionChecks {
     client: Option<crate::checks::ListAnswers>,
     /// What the last MAIL's checks found.
     sender: SenderFacts,
+    /// The last MAIL's sender, as text (for Authentication-Results:).
+    sender_address: String,
 }
 
 impl Session {
@@ -83,6 +93,7 @@ impl Session {
             client_lists,
             client: None,
             sender: SenderFacts::default(),
+            sender_address: String::new(),
         }));
     }
 
@@ -127,6 +138,7 @@ impl Session {
             crate::checks::sender_checks(&checks.dns, cfg, &query)
         );
         checks.sender = facts;
+        checks.sender_address = sender_s.clone();
         for name in CHECK_VARIABLES {
             self.env.remove(name);
         }
@@ -279,24 +291,129 @@ impl Session {
         None
     }
 
-    /// The `Authentication-Results:` field for the message being
-    /// received, when there are results to record (RFC 8601), with our
-    /// name (`control/me`) as authserv-id.
+    /// The `Authentication-Results:` field with the SPF results, when
+    /// SPF ran and messages are not verified whole (then the field comes
+    /// after the message: [`Session::verify_message`]), with our name
+    /// (`control/me`) as authserv-id.
     pub(crate) fn auth_results_field(&self) -> Option<Vec<u8>> {
-        let spf = self.checks.as_ref()?.sender.spf.as_ref()?;
-        let mut field = b"Authentication-Results: ".to_vec();
-        field.extend_from_slice(self.authserv_id());
-        field.extend_from_slice(
-            format!(
-                ";\n\tspf={} smtp.mailfrom={};\n\tspf={} smtp.helo={}\n",
-                spf.mail_from.result,
-                property_value(&spf.mail_from.domain),
-                spf.helo.result,
-                property_value(&spf.helo.domain),
-            )
-            .as_bytes(),
-        );
-        Some(field)
+        if self.cfg.control.checks.verifies_messages() {
+            return None;
+        }
+        let checks = self.checks.as_ref()?;
+        let spf = checks.sender.spf.as_ref()?;
+        let (id, helo, sender) = self.identities();
+        Some(message::spf_field(
+            &Identities {
+                authserv_id: &id,
+                ip: checks.ip?,
+                helo: &helo,
+                sender: &sender,
+            },
+            spf,
+        ))
+    }
+
+    /// Our authserv-id, the HELO name and the transaction's sender, as
+    /// text.
+    fn identities(&self) -> (String, String, String) {
+        let sender = self
+            .checks
+            .as_ref()
+            .map(|c| c.sender_address.clone())
+            .unwrap_or_default();
+        (
+            String::from_utf8_lossy(self.authserv_id()).into_owned(),
+            String::from_utf8_lossy(&self.helo).into_owned(),
+            sender,
+        )
+    }
+
+    /// DKIM, ARC and DMARC for a message received whole (`control/dmarc`):
+    /// the results go to the environment for `[body]` plugins; returns
+    /// the `Authentication-Results:` field to put on top, or the refusal
+    /// when DMARC is enforced and the domain asks for `p=reject`.
+    pub(crate) async fn verify_message(
+        &mut self,
+        spooled: &crate::queue::spool::Spooled,
+    ) -> Result<Vec<u8>, String> {
+        let policy = self.cfg.control.checks.dmarc;
+        let Some(checks) = self.checks.as_ref().filter(|_| policy != DmarcPolicy::Off) else {
+            return Ok(Vec::new());
+        };
+        let (Some(ip), dns) = (checks.ip, checks.dns.clone()) else {
+            return Ok(Vec::new());
+        };
+        let (id, helo, sender) = self.identities();
+        let who = Identities {
+            authserv_id: &id,
+            ip,
+            helo: &helo,
+            sender: &sender,
+        };
+        let spf = checks.sender.spf.clone();
+        if spooled.size > message::MAX_VERIFIED_BYTES {
+            tracing::info!(session = %self.id, size = spooled.size, "message too large to verify (DKIM, ARC, DMARC)");
+            return Ok(spf
+                .map(|s| message::spf_field(&who, &s))
+                .unwrap_or_default());
+        }
+        let mut raw = Vec::with_capacity(spooled.size as usize);
+        let mut reader = spooled.reader();
+        loop {
+            match reader.next_chunk().await {
+                Ok(Some(chunk)) => raw.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(session = %self.id, error = %e, "cannot read the spooled message to verify it");
+                    return Err(super::body::SPOOL_FAILURE.into());
+                }
+            }
+        }
+        let auth = mail_auth::MessageAuthenticator(dns.resolver.clone());
+        let deadline = self.cfg.control.checks.timeout;
+        let results = match tokio::time::timeout(
+            deadline,
+            message::verify(&auth, &raw, &who, spf.as_ref()),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(session = %self.id, "DKIM, ARC and DMARC checks did not finish in time");
+                return Ok(spf
+                    .map(|s| message::spf_field(&who, &s))
+                    .unwrap_or_default());
+            }
+        };
+        drop(raw);
+        for (name, value) in [
+            ("DKIM", results.dkim.as_str()),
+            ("DKIM_DOMAINS", results.dkim_domains.as_str()),
+            ("ARC", results.arc.as_str()),
+            ("DMARC", results.dmarc.as_str()),
+            ("DMARC_POLICY", results.dmarc_policy),
+            ("DMARC_DOMAIN", results.dmarc_domain.as_str()),
+        ] {
+            self.env.set(name, value);
+        }
+        self.env.set("AUTHENTICATION_RESULTS", &results.field);
+        let mut field = results.field.clone();
+        if policy == DmarcPolicy::Enforce && !self.trusted_client() {
+            if results.dmarc_fails_with("reject") {
+                tracing::info!(session = %self.id, domain = %results.dmarc_domain, applied = "reject", "DMARC policy applied");
+                return Err(format!(
+                    "550 sorry, the message fails DMARC and {} asks to reject it (#5.7.1)",
+                    results.dmarc_domain
+                ));
+            }
+            if results.dmarc_fails_with("quarantine") {
+                tracing::info!(session = %self.id, domain = %results.dmarc_domain, applied = "quarantine", "DMARC policy applied");
+                field.extend_from_slice(
+                    format!("X-DMARC-Quarantine: {}\n", results.dmarc_domain).as_bytes(),
+                );
+            }
+        }
+        Ok(field)
     }
 
     /// Our authserv-id: `control/me`, else the greeting's name.
@@ -331,24 +448,6 @@ fn is_role_address(rcpt: &[u8]) -> bool {
     local.eq_ignore_ascii_case(b"postmaster") || local.eq_ignore_ascii_case(b"abuse")
 }
 
-/// An RFC 8601 property value: the domain as is when it is a plain token,
-/// else quoted.
-fn property_value(v: &str) -> String {
-    if !v.is_empty()
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._@+".contains(&b))
-    {
-        v.to_string()
-    } else {
-        format!(
-            "\"{}\"",
-            v.chars()
-                .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
-                .collect::<String>()
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,13 +459,5 @@ mod tests {
         assert!(is_role_address(b"abuse@example.org"));
         assert!(!is_role_address(b"postmaster-x@example.org"));
         assert!(!is_role_address(b"user@postmaster"));
-    }
-
-    #[test]
-    fn property_values() {
-        assert_eq!(property_value("example.org"), "example.org");
-        assert_eq!(property_value("[1.2.3.4]"), "\"[1.2.3.4]\"");
-        assert_eq!(property_value(""), "\"\"");
-        assert_eq!(property_value("a\"b c"), "\"abc\"");
     }
 }

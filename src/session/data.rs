@@ -53,7 +53,10 @@ impl Session {
         let Some(msg) = self.take_transaction() else {
             return Flow::Continue;
         };
-        if msg.body_hooks || msg.backend.needs_spool() {
+        if msg.body_hooks
+            || msg.backend.needs_spool()
+            || self.cfg.control.checks.verifies_messages()
+        {
             return Box::pin(self.data_spooled(msg)).await;
         }
         let PendingMessage {
