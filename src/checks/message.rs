@@ -6,9 +6,13 @@
 
 use super::spf::SpfResults;
 use mail_auth::common::auth_results::AsAuthResult;
+use mail_auth::dkim::DkimError;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::dmarc::Policy;
-use mail_auth::{AuthenticatedMessage, AuthenticationResults, DmarcResult, MessageAuthenticator};
+use mail_auth::{
+    AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcResult,
+    MessageAuthenticator,
+};
 use std::net::IpAddr;
 
 /// Largest message verified; a larger one is recorded as not verified
@@ -64,7 +68,12 @@ pub fn spf_field(who: &Identities<'_>, spf: &SpfResults) -> Vec<u8> {
 
 /// `Authentication-Results: ...` with LF line ends.
 fn field_of(ar: &AuthenticationResults<'_>) -> Vec<u8> {
-    let value = ar.to_string().replace("\r\n", "\n");
+    field_with(ar, "")
+}
+
+/// As [`field_of`], with more result clauses (`;\n\t...` each).
+fn field_with(ar: &AuthenticationResults<'_>, more: &str) -> Vec<u8> {
+    let value = ar.to_string().replace("\r\n", "\n") + more;
     let value = if value.contains(';') {
         value
     } else {
@@ -78,6 +87,50 @@ fn name_of(r: &impl AsAuthResult) -> String {
     let mut s = String::new();
     r.as_auth_result(&mut s);
     s.split([' ', '(']).next().unwrap_or("").to_string()
+}
+
+/// A DKIM result's name: a body hash that does not match is `fail` (the
+/// signature did not verify, RFC 6376 §6.1.3), where the crate says
+/// `neutral`.
+fn dkim_name(r: &DkimResult) -> &'static str {
+    match r {
+        DkimResult::Pass => "pass",
+        DkimResult::Fail(_) => "fail",
+        DkimResult::Neutral(mail_auth::Error::Dkim(DkimError::FailedBodyHashMatch)) => "fail",
+        DkimResult::Neutral(_) => "neutral",
+        DkimResult::PermError(_) => "permerror",
+        DkimResult::TempError(_) => "temperror",
+        DkimResult::None => "none",
+    }
+}
+
+/// Only the characters a DNS name or selector may hold.
+fn token(v: &str) -> String {
+    v.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .collect()
+}
+
+/// The `dkim=` clause of one signature, with the crate's reason.
+fn dkim_clause(out: &mut String, d: &DkimOutput<'_>) {
+    let mut reason = String::new();
+    d.result().as_auth_result(&mut reason);
+    out.push_str(";\n\tdkim=");
+    out.push_str(dkim_name(d.result()));
+    if let Some((_, comment)) = reason.split_once(' ') {
+        out.push(' ');
+        out.push_str(comment);
+    }
+    if let Some(sig) = d.signature() {
+        use base64::Engine;
+        let b = base64::engine::general_purpose::STANDARD.encode(&sig.b);
+        out.push_str(&format!(
+            " header.d={} header.s={} header.b={}",
+            token(&sig.d),
+            token(&sig.s),
+            b.get(..8).unwrap_or(&b).replace(['+', '/', '='], "")
+        ));
+    }
 }
 
 /// Verifies the message `lf` (stored form: LF line ends) and builds the
@@ -136,43 +189,59 @@ pub async fn verify(
             spf_output,
         ))
         .await;
-    let header_from = message.from();
-    ar = ar
-        .with_dkim_results(&dkim, header_from)
-        .with_arc_result(&arc, who.ip)
-        .with_dmarc_result(&dmarc);
+    ar = ar.with_arc_result(&arc, who.ip);
     let passed: Vec<&str> = dkim
         .iter()
         .filter(|d| d.result() == &mail_auth::DkimResult::Pass)
         .filter_map(|d| d.signature().map(|s| s.d.as_str()))
         .collect();
-    let dkim_name = if !passed.is_empty() {
+    let best_dkim = if !passed.is_empty() {
         "pass".to_string()
     } else {
         dkim.first()
-            .map(|d| name_of(d.result()))
+            .map(|d| dkim_name(d.result()).to_string())
             .unwrap_or_else(|| "none".into())
     };
-    let dmarc_pass =
-        dmarc.spf_result() == &DmarcResult::Pass || dmarc.dkim_result() == &DmarcResult::Pass;
-    let dmarc_name = if dmarc_pass {
+    let errors = [dmarc.spf_result(), dmarc.dkim_result()]
+        .into_iter()
+        .find(|r| matches!(r, DmarcResult::TempError(_) | DmarcResult::PermError(_)));
+    // A published policy that neither identifier passes is a fail
+    // (RFC 7489 §4.2), whatever the crate leaves as "none".
+    let dmarc_name = if [dmarc.spf_result(), dmarc.dkim_result()].contains(&&DmarcResult::Pass) {
         "pass".to_string()
-    } else if dmarc.spf_result() != &DmarcResult::None {
-        name_of(dmarc.spf_result())
+    } else if let Some(e) = errors {
+        name_of(e)
+    } else if dmarc.dmarc_record().is_some() {
+        "fail".to_string()
     } else {
-        name_of(dmarc.dkim_result())
+        "none".to_string()
     };
+    let policy = match (dmarc.dmarc_record().is_some(), dmarc.policy()) {
+        (true, Policy::Reject) => "reject",
+        (true, Policy::Quarantine) => "quarantine",
+        _ => "none",
+    };
+    let mut more = String::new();
+    for d in &dkim {
+        dkim_clause(&mut more, d);
+    }
+    if dkim.is_empty() {
+        more.push_str(";\n\tdkim=none");
+    }
+    more.push_str(&format!(";\n\tdmarc={dmarc_name}"));
+    if !dmarc.domain().is_empty() {
+        more.push_str(&format!(
+            " header.from={} policy.dmarc={policy}",
+            token(dmarc.domain())
+        ));
+    }
     MessageResults {
-        field: field_of(&ar),
-        dkim: dkim_name,
+        field: field_with(&ar, &more),
+        dkim: best_dkim,
         dkim_domains: passed.join(" "),
         arc: name_of(arc.result()),
         dmarc: dmarc_name,
-        dmarc_policy: match dmarc.policy() {
-            Policy::Reject => "reject",
-            Policy::Quarantine => "quarantine",
-            Policy::None | Policy::Unspecified => "none",
-        },
+        dmarc_policy: policy,
         dmarc_domain: dmarc.domain().to_string(),
     }
 }

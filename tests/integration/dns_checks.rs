@@ -625,3 +625,204 @@ fn check_reports_bad_check_files_with_their_line() {
     let f = crate::util::process::run_spp(&home, &["check"]);
     assert!(format!("{f:?}").contains("control/dnsserver:1:"), "{f:?}");
 }
+
+/// Runs `program args` with `input` on stdin and returns its stdout.
+fn filter_through(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    let f = crate::util::process::run_with_input(cmd, input, Duration::from_secs(60));
+    assert_eq!(f.code, 0, "{program} {args:?}: {}", f.stderr);
+    f.stdout.into_bytes()
+}
+
+/// `text` with CRLF line ends and dot-stuffed, ending with the `.` line.
+fn as_data(text: &[u8]) -> String {
+    let text = String::from_utf8_lossy(text).replace("\r\n", "\n");
+    let mut data = String::new();
+    for line in text.lines() {
+        if line.starts_with('.') {
+            data.push('.');
+        }
+        data.push_str(line);
+        data.push_str("\r\n");
+    }
+    data.push('.');
+    data
+}
+
+/// One message with DATA from 127.0.0.1; the replies and what is stored.
+fn deliver_raw(home: &TestHome, sender: &str, message: &[u8]) -> (Vec<String>, Option<String>) {
+    if let Ok(entries) = std::fs::read_dir(home.dir().join("Maildir/new")) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let data = as_data(message);
+    let f = session(
+        home,
+        "127.0.0.1",
+        &[],
+        &[
+            "HELO client.example",
+            &format!("MAIL FROM:<{sender}>"),
+            "RCPT TO:<user@ref.test>",
+            "DATA",
+            &data,
+        ],
+    );
+    let msgs = home.maildir();
+    (
+        replies(&f),
+        msgs.first()
+            .map(|m| String::from_utf8_lossy(m).into_owned()),
+    )
+}
+
+#[test]
+fn dkim_arc_and_dmarc_are_verified_recorded_and_enforced() {
+    if !std::path::Path::new("/usr/bin/dkimsign").exists() {
+        eprintln!("SKIP: dkimsign is not installed (Debian package python3-dkim)");
+        return;
+    }
+    let home = TestHome::new();
+    let key = home.dir().join("dkim.pem");
+    let key_s = key.to_str().unwrap();
+    filter_through("openssl", &["genrsa", "-out", key_s, "2048"], b"");
+    let der = filter_through(
+        "openssl",
+        &["rsa", "-in", key_s, "-pubout", "-outform", "DER"],
+        b"",
+    );
+    let _ = der;
+    let public = filter_through(
+        "sh",
+        &[
+            "-c",
+            &format!("openssl rsa -in {key_s} -pubout -outform DER 2>/dev/null | base64 -w0"),
+        ],
+        b"",
+    );
+    let public = String::from_utf8(public).unwrap();
+    // A 2048-bit key does not fit one TXT string: three of them.
+    let (a, rest) = public.split_at(150);
+    let (b, c) = rest.split_at(150);
+    let key_record =
+        format!("--txt-record=sel._domainkey.signed.example,v=DKIM1; k=rsa; p={a},{b},{c}");
+    let Some(dns) = dns_server(&[
+        &key_record,
+        "--txt-record=_dmarc.signed.example,v=DMARC1; p=reject",
+        "--txt-record=_dmarc.quar.example,v=DMARC1; p=quarantine",
+    ]) else {
+        return;
+    };
+    home.control("dnsserver", format!("127.0.0.1:{}\n", dns.port));
+    home.control("dmarc", "record\n");
+    // [body] plugins see the results.
+    let plugin = home.plugin(
+        "body",
+        "#!/bin/sh\necho \"HX-Body: DKIM=$DKIM DKIM_DOMAINS=$DKIM_DOMAINS DMARC=$DMARC DMARC_POLICY=$DMARC_POLICY ARC=$ARC\"\n",
+    );
+    home.smtpplugins(&format!("[body]\n{plugin}\n"));
+    let message = b"From: Alice <alice@signed.example>\r\nTo: user@ref.test\r\nSubject: signed\r\n\
+                    Authentication-Results: relay.example; dkim=pass header.d=signed.example\r\n\
+                    \r\nHello there.\r\n.leading dot\r\n";
+    let signed = filter_through(
+        "/usr/bin/dkimsign",
+        &["sel", "signed.example", key_s],
+        message,
+    );
+
+    // Signed: dkim=pass, and DMARC passes through DKIM alone (the
+    // envelope sender's domain has no SPF record).
+    let (r, stored) = deliver_raw(&home, "bounce@nospf.example", &signed);
+    assert!(r[4].starts_with("250 ok"), "{r:?}");
+    let stored = stored.expect("stored");
+    let field = stored
+        .split("Authentication-Results: mx.ref.test;")
+        .nth(1)
+        .and_then(|f| f.split("\nReceived:").next())
+        .unwrap_or_else(|| panic!("no field: {stored}"));
+    assert!(
+        field.contains("\tdkim=pass") && field.contains("signed.example"),
+        "{field}"
+    );
+    assert!(
+        field.contains("\tdmarc=pass") && field.contains("header.from=signed.example"),
+        "{field}"
+    );
+    assert!(field.contains("\tspf=none"), "{field}");
+    assert!(field.contains("\tarc=none"), "{field}");
+    assert!(
+        stored.contains(
+            "X-Body: DKIM=pass DKIM_DOMAINS=signed.example DMARC=pass DMARC_POLICY=reject ARC=none"
+        ),
+        "{stored}"
+    );
+    // Exactly one field of ours, above our Received: line.
+    assert_eq!(
+        stored
+            .matches("Authentication-Results: mx.ref.test")
+            .count(),
+        1,
+        "{stored}"
+    );
+    assert!(
+        stored.find("Authentication-Results: mx.ref.test") < stored.find("Received: from"),
+        "{stored}"
+    );
+
+    // Tampered with: dkim=fail and DMARC fails; recorded only.
+    let tampered = String::from_utf8_lossy(&signed).replace("Hello there.", "Hello there!");
+    let (r, stored) = deliver_raw(&home, "bounce@nospf.example", tampered.as_bytes());
+    assert!(r[4].starts_with("250 ok"), "{r:?}");
+    let stored = stored.expect("stored");
+    assert!(stored.contains("\tdkim=fail"), "{stored}");
+    assert!(stored.contains("\tdmarc=fail"), "{stored}");
+    assert!(
+        stored.contains("X-Body: DKIM=fail DKIM_DOMAINS= DMARC=fail DMARC_POLICY=reject"),
+        "{stored}"
+    );
+
+    // ARC: a chain sealed by a forwarder verifies (when dkimpy can seal).
+    let arc = std::process::Command::new("/usr/bin/arcsign")
+        .args(["sel", "signed.example", key_s, "relay.example"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&signed)?;
+            c.wait_with_output()
+        });
+    match arc {
+        Ok(out) if out.status.success() && out.stdout.starts_with(b"ARC-Seal:") => {
+            // arcsign prints the whole sealed message.
+            let (r, stored) = deliver_raw(&home, "bounce@nospf.example", &out.stdout);
+            assert!(r[4].starts_with("250 ok"), "{r:?}");
+            let stored = stored.expect("stored");
+            assert!(stored.contains("\tarc=pass"), "{stored}");
+        }
+        _ => eprintln!("SKIP: ARC case: arcsign cannot seal here (Debian package python3-authres)"),
+    }
+
+    // enforce: p=reject refuses a failing message; p=quarantine marks it.
+    home.control("dmarc", "enforce\n");
+    let (r, stored) = deliver_raw(&home, "bounce@nospf.example", tampered.as_bytes());
+    assert_eq!(
+        r[4],
+        "550 sorry, the message fails DMARC and signed.example asks to reject it (#5.7.1)"
+    );
+    assert!(stored.is_none());
+    let (r, stored) = deliver_raw(&home, "bounce@nospf.example", &signed);
+    assert!(r[4].starts_with("250 ok"), "{r:?}");
+    assert!(stored.is_some());
+    let unsigned = b"From: x@quar.example\r\nSubject: q\r\n\r\nbody\r\n";
+    let (r, stored) = deliver_raw(&home, "x@fail.example", unsigned);
+    assert!(r[4].starts_with("250 ok"), "{r:?}");
+    let stored = stored.expect("stored");
+    assert!(
+        stored.contains("X-DMARC-Quarantine: quar.example\n"),
+        "{stored}"
+    );
+}
