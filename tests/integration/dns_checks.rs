@@ -585,12 +585,16 @@ fn the_daemon_caches_answers_and_asks_only_the_loopback_server() {
         b"HELO client.example\r\nMAIL FROM:<a@good.example>\r\nRCPT TO:<user@ref.test>\r\nQUIT\r\n",
         Duration::from_secs(60),
     );
+    let calls = std::fs::read_to_string(&trace).unwrap_or_default();
+    let _ = std::fs::remove_file(&trace);
+    if calls.is_empty() && f.stderr.contains("ptrace") {
+        eprintln!("SKIP: strace cannot trace here: {}", f.stderr.trim());
+        return;
+    }
     assert!(
         f.stdout.contains("553 sorry, your address is listed"),
         "{f:?}"
     );
-    let calls = std::fs::read_to_string(&trace).unwrap_or_default();
-    let _ = std::fs::remove_file(&trace);
     let inet: Vec<&str> = calls.lines().filter(|l| l.contains("AF_INET")).collect();
     assert!(!inet.is_empty(), "no DNS traffic traced:\n{calls}");
     let ours = format!("sin_port=htons({})", dns.port);
